@@ -1,0 +1,305 @@
+"""`create_app`: one FastAPI app serving every MCP HTTP generation and the DataPulse API on one port.
+
+Routes::
+
+    /mcp                      Streamable HTTP, every era (transports.streamable)
+    /sse, /messages           2024-11-05 HTTP+SSE (transports.sse)
+    /events, /message         the DataPulse API (transports.datapulse_api)
+    /health                   liveness and counts, no auth
+
+The server's lifespan is entered once per process in the app's lifespan (not per session), and the
+lifespan owns the background work (idle-session reaping) and the shutdown of open streams.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from datapulse import __version__, _sdk
+from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, parse_networks
+from datapulse.auth.middleware import SecurityMiddleware
+from datapulse.auth.static import LOCAL_PRINCIPAL, StaticTokenVerifier, parse_token_list
+from datapulse.config import Settings
+from datapulse.errors import DataPulseError, MethodNotAllowed, Unavailable
+from datapulse.runtime import Runtime
+from datapulse.sessions.manager import SessionManager
+from datapulse.sessions.registry import MemorySessionRegistry
+from datapulse.transports import datapulse_api, sse, streamable
+from datapulse.transports._http import send_error, send_json
+
+log = logging.getLogger("datapulse")
+
+Handler = Callable[[Runtime, Scope, Receive, Send], Awaitable[None]]
+
+RUNTIME_STATE_KEY = "datapulse"
+
+
+class ConfigurationError(ValueError):
+    """The settings cannot produce a working server (the message says what to change)."""
+
+
+def load_server(spec: str | None, settings: Settings | None = None) -> object:
+    """Import the MCP server named by ``module:attribute`` (None: the built-in demo server, with
+    ``fetch_url`` limits from ``settings``).
+
+    Raises:
+        ConfigurationError: the spec is malformed, the module cannot be imported, or the attribute
+            is missing or not an SDK ``MCPServer``/``Server``.
+    """
+    if not spec:
+        from datapulse.tools.demo import build_demo_server
+        from datapulse.tools.fetch import FetchPolicy
+
+        settings = settings if settings is not None else Settings()
+        return build_demo_server(
+            FetchPolicy(settings.fetch_timeout_s, settings.fetch_max_bytes, tuple(settings.fetch_allowlist))
+        )
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ConfigurationError(f"APP must look like 'module:attribute', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}") from None
+    try:
+        _sdk.lowlevel_server(target)
+    except TypeError as exc:
+        raise ConfigurationError(f"{spec}: {exc}") from None
+    return target
+
+
+def token_verifier(settings: Settings) -> StaticTokenVerifier | None:
+    """The verifier for the configured static tokens; None only when auth is explicitly off.
+
+    Raises:
+        ConfigurationError: no token configured and ``insecure_no_auth`` not set, or a malformed token list.
+    """
+    tokens: dict[str, str] = {}
+    if settings.tokens is not None:
+        try:
+            tokens.update(parse_token_list(settings.tokens.get_secret_value()))
+        except ValueError as exc:
+            raise ConfigurationError(f"DATAPULSE_TOKENS: {exc}") from None
+    if settings.token is not None:
+        value = settings.token.get_secret_value()
+        if not value:
+            raise ConfigurationError("the bearer token is empty")
+        tokens.setdefault(LOCAL_PRINCIPAL, value)
+    if tokens:
+        return StaticTokenVerifier(tokens)
+    if settings.insecure_no_auth:
+        return None
+    raise ConfigurationError(
+        "no bearer token configured: set DATAPULSE_TOKEN (or LOCAL_BEARER_TOKEN / DATAPULSE_TOKENS), "
+        "or pass insecure_no_auth=True to serve without authentication"
+    )
+
+
+def create_app(settings: Settings | None = None, *, server: object | None = None) -> FastAPI:
+    """Build the DataPulse ASGI app.
+
+    Args:
+        settings: the settings (default: read from the environment).
+        server: the SDK ``MCPServer`` or low-level ``Server`` to serve; default: ``settings.app``,
+            or the built-in demo server.
+
+    Returns:
+        A FastAPI app. Mounted inside another app, enter `lifespan` from the host app's lifespan
+        (mounted apps' lifespans do not run on their own).
+
+    Raises:
+        ConfigurationError: see `token_verifier` and `load_server`.
+    """
+    settings = settings if settings is not None else Settings()
+    verifier = token_verifier(settings)
+    if verifier is None and not settings.is_loopback:
+        log.warning("serving %s WITHOUT authentication (insecure_no_auth)", settings.host)
+    target = server if server is not None else load_server(settings.app, settings)
+    runtime = Runtime(
+        settings=settings,
+        server=_sdk.lowlevel_server(target),
+        sessions=SessionManager(
+            MemorySessionRegistry(),
+            idle_ttl_s=settings.session_idle_ttl_s,
+            max_sessions=settings.max_sessions,
+            max_sessions_per_principal=settings.max_sessions_per_principal,
+        ),
+    )
+
+    @asynccontextmanager
+    async def app_lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(runtime):
+            yield
+
+    app = FastAPI(
+        title="DataPulse",
+        version=__version__,
+        lifespan=app_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.datapulse = runtime
+
+    def route(path: str, handler: Handler, methods: tuple[str, ...] | None) -> Route:
+        return Route(path, endpoint=_Endpoint(runtime, handler, methods))
+
+    for path in ("/mcp", "/mcp/"):
+        app.router.routes.append(route(path, streamable.handle, None))
+    app.router.routes.append(route("/sse", sse.handle_get, ("GET",)))
+    for path in ("/messages", "/messages/"):
+        app.router.routes.append(route(path, sse.handle_post, ("POST",)))
+    app.router.routes.append(route("/events", datapulse_api.handle_events, ("GET",)))
+    app.router.routes.append(route("/message", datapulse_api.handle_message, ("POST",)))
+    app.router.routes.append(route("/health", _health, ("GET",)))
+
+    allowed_hosts: list[str] | None
+    if settings.allowed_hosts:
+        allowed_hosts = list(settings.allowed_hosts)
+    elif settings.is_loopback:
+        allowed_hosts = list(LOOPBACK_HOST_PATTERNS)
+    else:
+        allowed_hosts = None
+    app.add_middleware(
+        SecurityMiddleware,
+        verifier=verifier,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=list(settings.allowed_origins),
+        allow_loopback_origins=settings.is_loopback,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
+    return app
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    """The `Runtime` of an app built by `create_app`."""
+    runtime = getattr(app.state, RUNTIME_STATE_KEY, None)
+    if not isinstance(runtime, Runtime):
+        raise TypeError("not an app built by datapulse.create_app")
+    return runtime
+
+
+def mounted_lifespan(app: FastAPI) -> contextlib.AbstractAsyncContextManager[None]:
+    """The DataPulse lifespan of ``app``, for a host app that mounts it::
+
+    dp = create_app(settings)
+
+    @asynccontextmanager
+    async def host_lifespan(host):
+        async with mounted_lifespan(dp):
+            yield
+
+    host = FastAPI(lifespan=host_lifespan)
+    host.mount("/tools", dp)
+    """
+    return lifespan(runtime_of(app))
+
+
+@asynccontextmanager
+async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
+    """Run one DataPulse app: enter the MCP server's lifespan once, reap idle sessions, and on exit
+    end every open stream and session within ``graceful_shutdown_timeout_s``."""
+    server = runtime.server
+    async with server.lifespan(server) as state, anyio.create_task_group() as tasks:
+        runtime.lifespan_state = state
+        tasks.start_soon(_reap_forever, runtime)
+        try:
+            yield
+        finally:
+            await shutdown(runtime)
+            tasks.cancel_scope.cancel()
+
+
+async def shutdown(runtime: Runtime) -> None:
+    """End open streams and sessions (idempotent). Called when the server begins to stop."""
+    if runtime.shutdown.is_set():
+        return
+    runtime.shutdown.set()
+    with anyio.move_on_after(runtime.settings.graceful_shutdown_timeout_s, shield=True):
+        for scope in list(runtime.modern_streams):
+            scope.cancel()
+        await runtime.sessions.close_all("server shutting down")
+
+
+async def _reap_forever(runtime: Runtime) -> None:
+    interval = min(max(runtime.settings.session_idle_ttl_s / 4, 0.5), 60.0)
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await runtime.sessions.reap()
+        except Exception:
+            log.exception("idle-session reaper failed; retrying next interval")
+
+
+class _Endpoint:
+    """Adapts a transport handler to ASGI, mapping `DataPulseError` to its HTTP/JSON-RPC error and
+    any unexpected exception to a bare 500 (logged, never a traceback to the client)."""
+
+    def __init__(self, runtime: Runtime, handler: Handler, methods: tuple[str, ...] | None) -> None:
+        self.runtime = runtime
+        self.handler = handler
+        self.methods = methods
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            if self.methods is not None and scope["method"] not in self.methods:
+                raise MethodNotAllowed(scope["method"], self.methods)
+            if self.runtime.lifespan_state is None and self.handler is not _health:
+                raise Unavailable(
+                    "Service Unavailable: the DataPulse lifespan has not started (when mounting the app, enter "
+                    "datapulse.app.lifespan from the host app's lifespan)"
+                )
+            await self.handler(self.runtime, scope, receive, tracking_send)
+        except DataPulseError as error:
+            if started:
+                log.warning("error after the response started: %s", error.message)
+                return
+            await send_error(send, error)
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await send_json(
+                    send, 500, {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": "Internal error"}}
+                )
+
+
+async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    sessions = await runtime.sessions.registry.counts()
+    streams = runtime.sessions.stream_counts()
+    await send_json(
+        send,
+        200,
+        {
+            "status": "draining" if runtime.shutdown.is_set() else "ok",
+            "version": __version__,
+            "uptime_s": round(time.time() - runtime.started_at, 3),
+            "node_id": runtime.node_id,
+            "sessions": {kind.value: count for kind, count in sessions.items()},
+            "streams": {kind.value: count for kind, count in streams.items()},
+        },
+    )

@@ -1,0 +1,152 @@
+"""Settings: every knob of a DataPulse server, from arguments, environment or a `.env` file.
+
+Environment variables are ``DATAPULSE_<FIELD>`` (``DATAPULSE_PORT=9000``); list fields take
+comma-separated values. The seed project's names are honoured as aliases:
+``LOCAL_BEARER_TOKEN`` for ``DATAPULSE_TOKEN``. Units are in the names (``_s``, ``_ms``,
+``_bytes``). Invalid values fail at load with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """DataPulse server settings (see each field's description; ``datapulse serve --help`` shows them all)."""
+
+    model_config = SettingsConfigDict(env_prefix="DATAPULSE_", extra="ignore", populate_by_name=True, frozen=True)
+
+    # --- what to serve -------------------------------------------------------------------------------------------
+    app: str | None = Field(
+        default=None,
+        description="The MCP server to serve, as 'module:attribute' naming an SDK MCPServer or low-level Server. "
+        "Empty: the built-in demo server.",
+    )
+
+    # --- listening -------------------------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Interface to bind. Non-loopback needs auth.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
+    root_path: str = Field(default="", description="Path prefix the server is mounted under (behind a proxy).")
+    public_url: str | None = Field(
+        default=None, description="Base URL clients use (printed in the banner); default http://HOST:PORT."
+    )
+
+    # --- auth --------------------------------------------------------------------------------------------------
+    token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("token", "DATAPULSE_TOKEN", "LOCAL_BEARER_TOKEN"),
+        description="A single static bearer token (principal 'local'). Alias: LOCAL_BEARER_TOKEN.",
+    )
+    tokens: SecretStr | None = Field(
+        default=None,
+        description="Static bearer tokens as 'principal:token,principal:token'.",
+    )
+    insecure_no_auth: bool = Field(
+        default=False, description="Serve without authentication. Refused on non-loopback hosts unless set."
+    )
+
+    # --- DNS rebinding / proxies ----------------------------------------------------------------------------------
+    allowed_hosts: CommaList = Field(
+        default_factory=list,
+        description="Host header values accepted ('example.com', 'example.com:*', '*'). Empty: loopback names "
+        "when bound to loopback; any host otherwise (auth is required there).",
+    )
+    allowed_origins: CommaList = Field(
+        default_factory=list,
+        description="Origin header values accepted besides same-origin and loopback ('https://app.example.com').",
+    )
+    trusted_proxies: CommaList = Field(
+        default_factory=list,
+        description="Proxy addresses or CIDRs whose X-Forwarded-Host/-Proto are believed.",
+    )
+
+    # --- sessions and streams -------------------------------------------------------------------------------------
+    session_idle_ttl_s: float = Field(default=3600.0, gt=0, description="Idle session lifetime in seconds.")
+    max_sessions: int = Field(default=10_000, ge=1, description="Open sessions per process, all transports.")
+    max_sessions_per_principal: int = Field(default=1_000, ge=1, description="Open sessions per principal.")
+    keepalive_interval_s: float = Field(default=15.0, gt=0, description="Seconds between ': ping' SSE comments.")
+    retry_ms: int = Field(default=3000, ge=0, description="SSE 'retry:' reconnect hint sent to clients, in ms.")
+    outbound_queue_max_messages: int = Field(
+        default=256, ge=1, description="Per-session messages buffered for a stream before backpressure."
+    )
+    slow_client_timeout_s: float = Field(
+        default=30.0, gt=0, description="A client that reads nothing for this long is disconnected."
+    )
+    server_request_timeout_s: float = Field(
+        default=300.0, gt=0, description="How long a server-to-client request (sampling, elicitation) may wait."
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    graceful_shutdown_timeout_s: float = Field(
+        default=10.0, ge=0, description="Bound on draining open streams and requests at shutdown."
+    )
+
+    # --- built-in demo tools --------------------------------------------------------------------------------------
+    fetch_timeout_s: float = Field(default=5.0, gt=0, description="fetch_url: whole-request timeout in seconds.")
+    fetch_max_bytes: int = Field(default=1024 * 1024, ge=1, description="fetch_url: most bytes read per response.")
+    fetch_allowlist: CommaList = Field(
+        default_factory=list,
+        description="fetch_url: hosts or CIDRs allowed even though private/loopback (e.g. '10.0.0.0/8').",
+    )
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+
+    @field_validator("allowed_hosts", "allowed_origins", "trusted_proxies", "fetch_allowlist", mode="before")
+    @classmethod
+    def _comma_lists(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR") from exc
+        return value
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path_shape(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError("root_path must start with '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_required_off_loopback(self) -> Settings:
+        if self.host not in LOOPBACK_HOSTS and self.insecure_no_auth and self.has_static_tokens:
+            raise ValueError("insecure_no_auth conflicts with configured tokens; choose one")
+        return self
+
+    @property
+    def has_static_tokens(self) -> bool:
+        """Whether any static bearer token is configured."""
+        return self.token is not None or self.tokens is not None
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the bind host is a loopback interface."""
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def base_url(self) -> str:
+        """The URL clients use to reach the server, without a trailing slash."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"http://{host}:{self.port}{self.root_path}"

@@ -1,0 +1,153 @@
+"""The DataPulse exception tree.
+
+Every error a client can see is one of these; each knows its HTTP status and its
+JSON-RPC error code, so every transport maps it to the wire the same way::
+
+    DataPulseError                       500  -32603  (base; never raised bare)
+    ├── BadRequest                       400  -32600  malformed HTTP request (missing query parameter, ...)
+    │   ├── ParseError                   400  -32700  body is not JSON (JSON-RPC 2.0 §5.1)
+    │   ├── InvalidRequest               400  -32600  JSON, but not a valid JSON-RPC / DataPulse message
+    │   └── MissingSessionId             400  -32600  a request that needs a session carries none
+    ├── MethodNotFound                   404  -32601  unknown JSON-RPC method or DataPulse message type
+    ├── SessionNotFound                  404  -32001  unknown, expired or foreign session (never says which)
+    ├── Unauthorized                     401  -32001  missing or invalid bearer token (RFC 6750 §3)
+    ├── Forbidden                        403  -32001  Origin not allowed (DNS rebinding protection)
+    ├── MisdirectedRequest               421  -32001  Host not allowed (DNS rebinding protection)
+    ├── MethodNotAllowed                 405  -32600  HTTP method not served on this path
+    ├── NotAcceptable                    406  -32600  Accept header excludes what the endpoint returns
+    ├── Conflict                         409  -32600  e.g. a second standalone GET stream for a session
+    ├── PayloadTooLarge                  413  -32600  body over ``max_body_bytes``
+    ├── UnsupportedMediaType             415  -32600  Content-Type is not application/json
+    ├── TooManySessions                  429  -32000  per-principal session cap reached
+    └── Unavailable                      503  -32000  server at capacity, shutting down, or outbox full
+
+Third-party errors are translated at the boundary (``raise X(...) from exc``);
+handlers' own errors stay JSON-RPC errors inside a 200 response, as MCP requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# JSON-RPC 2.0 §5.1 codes and the implementation-defined server range (-32000..-32099).
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_ERROR = -32000
+ACCESS_ERROR = -32001
+
+
+class DataPulseError(Exception):
+    """Base of every client-visible DataPulse error.
+
+    Attributes:
+        http_status: the HTTP status code this error is sent with.
+        jsonrpc_code: the JSON-RPC ``error.code`` this error is sent with.
+        message: a sentence a person can act on; safe to show to the client.
+        data: optional JSON-serialisable ``error.data``.
+        headers: extra HTTP response headers (``WWW-Authenticate``, ``Allow``, ``Retry-After``).
+    """
+
+    http_status: ClassVar[int] = 500
+    jsonrpc_code: ClassVar[int] = INTERNAL_ERROR
+
+    def __init__(self, message: str, *, data: Any = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        self.headers = headers or {}
+
+
+class BadRequest(DataPulseError):
+    http_status = 400
+    jsonrpc_code = INVALID_REQUEST
+
+
+class ParseError(BadRequest):
+    jsonrpc_code = PARSE_ERROR
+
+
+class InvalidRequest(BadRequest):
+    jsonrpc_code = INVALID_REQUEST
+
+
+class MissingSessionId(BadRequest):
+    pass
+
+
+class MethodNotFound(DataPulseError):
+    http_status = 404
+    jsonrpc_code = METHOD_NOT_FOUND
+
+
+class SessionNotFound(DataPulseError):
+    http_status = 404
+    jsonrpc_code = ACCESS_ERROR
+
+    def __init__(self, message: str = "Session not found: it does not exist, has expired, or was closed") -> None:
+        super().__init__(message)
+
+
+class Unauthorized(DataPulseError):
+    http_status = 401
+    jsonrpc_code = ACCESS_ERROR
+
+
+class Forbidden(DataPulseError):
+    http_status = 403
+    jsonrpc_code = ACCESS_ERROR
+
+
+class MisdirectedRequest(DataPulseError):
+    http_status = 421
+    jsonrpc_code = ACCESS_ERROR
+
+
+class MethodNotAllowed(DataPulseError):
+    http_status = 405
+    jsonrpc_code = INVALID_REQUEST
+
+    def __init__(self, method: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(
+            f"HTTP {method} is not served here; use {', '.join(allowed)}", headers={"Allow": ", ".join(allowed)}
+        )
+
+
+class NotAcceptable(DataPulseError):
+    http_status = 406
+    jsonrpc_code = INVALID_REQUEST
+
+
+class Conflict(DataPulseError):
+    http_status = 409
+    jsonrpc_code = INVALID_REQUEST
+
+
+class PayloadTooLarge(DataPulseError):
+    http_status = 413
+    jsonrpc_code = INVALID_REQUEST
+
+
+class UnsupportedMediaType(DataPulseError):
+    http_status = 415
+    jsonrpc_code = INVALID_REQUEST
+
+
+class TooManySessions(DataPulseError):
+    http_status = 429
+    jsonrpc_code = SERVER_ERROR
+
+
+class Unavailable(DataPulseError):
+    http_status = 503
+    jsonrpc_code = SERVER_ERROR
+
+
+class StreamClosed(Exception):
+    """Internal: a write was attempted on an SSE stream that has ended (not client-visible)."""
+
+
+class IllegalTransition(Exception):
+    """Internal: a session lifecycle event that the transition table does not allow."""

@@ -1,0 +1,119 @@
+"""Running DataPulse under uvicorn, with a shutdown that ends open streams first (bounded).
+
+uvicorn's own graceful shutdown waits for open connections *before* the app's lifespan shutdown,
+so an open SSE stream would hold ``Ctrl-C`` forever. `DataPulseServer` stops accepting, ends every
+stream and session itself (each client gets a ``retry:`` hint), then lets uvicorn finish, with
+in-flight requests bounded by ``graceful_shutdown_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import uvicorn
+from fastapi import FastAPI
+
+from datapulse import __version__
+from datapulse.app import runtime_of, shutdown
+from datapulse.config import Settings
+
+log = logging.getLogger("datapulse")
+
+
+class DataPulseServer(uvicorn.Server):
+    """A uvicorn server that ends DataPulse streams at the start of shutdown and reports readiness.
+
+    Args:
+        config: the uvicorn config (its ``app`` must be built by `create_app`).
+        app: the same app, to reach its runtime.
+        on_started: called once with the bound base URL after the listening sockets are open.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, on_started: Callable[[str], None] | None = None) -> None:
+        super().__init__(config)
+        self._app = app
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit or self._on_started is None:
+            return
+        self._on_started(self.bound_url())
+
+    def bound_url(self) -> str:
+        """``http://host:port`` of the first listening socket (the real port when port 0 was asked for)."""
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                host = f"[{host}]" if ":" in host else host
+                return f"http://{host}:{port}"
+        return f"http://{self.config.host}:{self.config.port}"
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        await shutdown(runtime_of(self._app))
+        await super().shutdown(sockets)
+
+
+def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """The uvicorn settings DataPulse runs with (uvloop and httptools when installed)."""
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        root_path=settings.root_path,
+        log_level=settings.log_level,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=max(1, int(settings.graceful_shutdown_timeout_s + 0.999)),
+        timeout_keep_alive=30,
+        backlog=4096,
+        proxy_headers=False,
+        server_header=False,
+        lifespan="on",
+    )
+
+
+def banner(url: str, settings: Settings, server_name: str, generated_token: str | None) -> str:
+    """The startup text: endpoints, how to authenticate, and a client configuration snippet."""
+    base = url + settings.root_path
+    if settings.public_url:
+        base = settings.base_url
+    if settings.insecure_no_auth and not settings.has_static_tokens:
+        auth_line = "Auth:      NONE (insecure_no_auth) - anyone who can reach this port can call the tools"
+        headers: dict[str, str] = {}
+    elif generated_token is not None:
+        auth_line = f"Auth:      Authorization: Bearer {generated_token}   (generated for this run; shown once)"
+        headers = {"Authorization": f"Bearer {generated_token}"}
+    else:
+        auth_line = "Auth:      Authorization: Bearer <your DATAPULSE_TOKEN / DATAPULSE_TOKENS token>"
+        headers = {"Authorization": "Bearer ${DATAPULSE_TOKEN}"}
+    client_config: dict[str, Any] = {"mcpServers": {"datapulse": {"type": "http", "url": f"{base}/mcp"}}}
+    if headers:
+        client_config["mcpServers"]["datapulse"]["headers"] = headers
+    lines = [
+        f"DataPulse {__version__} listening on {url}  (serving {server_name})",
+        f"  Streamable HTTP (2025-03-26 ... 2026-07-28): {base}/mcp",
+        f"  HTTP+SSE (2024-11-05):                       {base}/sse",
+        f"  DataPulse API:  GET {base}/events?session_id=ID   POST {base}/message?session_id=ID",
+        f"  Health:                                      {base}/health",
+        auth_line,
+        "Client configuration (Claude Code, Cursor, VS Code and other MCP clients):",
+        json.dumps(client_config, indent=2),
+    ]
+    return "\n".join(lines)
+
+
+def run(app: FastAPI, settings: Settings, *, generated_token: str | None = None, out: TextIO = sys.stdout) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, printing the banner once listening."""
+    server_name = runtime_of(app).server.name
+
+    def announce(url: str) -> None:
+        print(banner(url, settings, server_name, generated_token), file=out, flush=True)
+
+    DataPulseServer(uvicorn_config(app, settings), app, on_started=announce).run()

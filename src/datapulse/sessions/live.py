@@ -1,0 +1,286 @@
+"""The live side of a session: its SDK connection, in-flight requests and server-to-client requests.
+
+A `LiveSession` is what the owning process holds for one session of any kind. It drives the SDK's
+per-connection kernel (`ServerRunner`) one message at a time, from the task of the HTTP request
+that carried the message, so the handler runs in that request's context (``get_access_token()``
+works) and no per-session task, queue or dispatcher stays alive between messages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from anyio import CancelScope
+
+from datapulse import _sdk
+from datapulse.sessions.lifecycle import SessionEvent, SessionState, is_open, transition
+from datapulse.sessions.registry import SessionKind
+from datapulse.transports._jsonrpc import RequestId, Response, dumps, error_json, response_json
+
+log = logging.getLogger("datapulse.sessions")
+
+Emit = Callable[[str], Awaitable[None]]
+"""Writes one compact JSON-RPC message text to wherever the current request's messages go."""
+
+REQUEST_CANCELLED = -32800
+"""The code the SDK uses for a request cancelled by ``notifications/cancelled`` (LSP-compatible)."""
+
+
+class LegacyDispatchContext:
+    """The SDK `DispatchContext` for one inbound request on a session (2024-11-05 … 2025-11-25 eras).
+
+    Request-scoped notifications, progress and server-to-client requests go to ``emit`` (the POST's
+    own SSE response on Streamable HTTP, the session stream on HTTP+SSE). Structurally satisfies
+    ``mcp.shared.dispatcher.DispatchContext``.
+    """
+
+    __slots__ = ("_cancel", "_emit", "_progress_token", "_session", "message_metadata", "request_id", "transport")
+
+    def __init__(
+        self,
+        session: LiveSession,
+        request_id: RequestId | None,
+        emit: Emit | None,
+        transport: _sdk.TransportContext,
+        metadata: _sdk.ServerMessageMetadata,
+        progress_token: str | int | None,
+    ) -> None:
+        self._session = session
+        self._emit = emit
+        self._progress_token = progress_token
+        self._cancel: anyio.Event | None = None
+        self.request_id = request_id
+        self.transport = transport
+        self.message_metadata = metadata
+
+    @property
+    def can_send_request(self) -> bool:
+        return self._emit is not None and self.transport.can_send_request
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel is None:
+            self._cancel = anyio.Event()
+        return self._cancel
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None
+    ) -> dict[str, Any]:
+        if self._emit is None or not self.transport.can_send_request:
+            raise _sdk.NoBackChannelError(method)
+        timeout = (opts or {}).get("timeout")
+        return await self._session.send_request(method, params, self._emit, timeout)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None) -> None:
+        if self._emit is None:
+            return
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        await self._emit(dumps(message))
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if self._progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self._progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.notify("notifications/progress", params)
+
+
+class LiveSession:
+    """One session's live state, shared by every transport kind.
+
+    Subclasses provide the standalone channel (`notify` / `send_raw_request`, the SDK ``Outbound``
+    the `Connection` uses for messages not tied to a request) and the transport wiring.
+    """
+
+    kind: SessionKind
+
+    def __init__(
+        self,
+        session_id: str,
+        principal: str,
+        server: _sdk.Server[Any],
+        lifespan_state: Any,
+        server_request_timeout_s: float,
+    ) -> None:
+        self.id = session_id
+        self.principal = principal
+        self.state = SessionState.NEW
+        self._server_request_timeout_s = server_request_timeout_s
+        self._in_flight: dict[RequestId, CancelScope] | None = None
+        self._pending: dict[str, anyio.Event] | None = None
+        self._answers: dict[str, Response] | None = None
+        self._ids = itertools.count(1)
+        self.connection = self._make_connection()
+        self.runner: _sdk.ServerRunner[Any] = _sdk.ServerRunner(server, self.connection, lifespan_state)
+
+    def _make_connection(self) -> _sdk.Connection:
+        return _sdk.Connection.for_loop(self, session_id=self.id)
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return is_open(self.state)
+
+    def activate(self) -> None:
+        if self.state is SessionState.NEW:
+            self.state = transition(self.state, SessionEvent.ACTIVATE)
+
+    def begin_close(self, event: SessionEvent = SessionEvent.CLOSE) -> bool:
+        """Move to CLOSING (or EXPIRED); False if the session was already closing or closed."""
+        if not self.is_open:
+            return False
+        self.state = transition(self.state, event)
+        return True
+
+    async def finish_close(self) -> None:
+        """End everything the session still runs: in-flight handlers, waiting server-to-client requests,
+        and the SDK connection's exit stack (bounded, shielded)."""
+        for scope in list((self._in_flight or {}).values()):
+            scope.cancel()
+        for event in list((self._pending or {}).values()):
+            event.set()
+        if self.state in (SessionState.CLOSING, SessionState.EXPIRED):
+            self.state = transition(self.state, SessionEvent.FINISH)
+        with anyio.move_on_after(5, shield=True):
+            try:
+                await self.connection.exit_stack.aclose()
+            except Exception:
+                log.exception("session %s: connection cleanup raised", self.id)
+
+    @property
+    def has_open_stream(self) -> bool:
+        """Whether an SSE stream of this session is connected (an open stream keeps a session alive)."""
+        return False
+
+    def end_streams(self, reason: str) -> None:
+        """Ask every open stream of the session to end (the owning tasks finish the responses)."""
+
+    @property
+    def busy(self) -> bool:
+        """Whether a request is being handled (the session is not idle)."""
+        return bool(self._in_flight)
+
+    # --- inbound ------------------------------------------------------------------------------------------------
+    async def handle_request(
+        self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None
+    ) -> str | None:
+        """Run one request through the SDK kernel and return the JSON-RPC response text.
+
+        Returns:
+            The response (success or error) as compact JSON, or None when the client cancelled the
+            request with ``notifications/cancelled`` (spec: no response is sent for it).
+        """
+        request_id = dctx.request_id
+        assert request_id is not None
+        if method != "initialize" and _has_modern_envelope(params):
+            return error_json(
+                request_id,
+                -32600,
+                "This session speaks a handshake-era protocol version; requests carrying the 2026-07-28 _meta "
+                "envelope must be sent without Mcp-Session-Id and with MCP-Protocol-Version: 2026-07-28",
+            )
+        in_flight = self._in_flight
+        if in_flight is None:
+            in_flight = self._in_flight = {}
+        scope = anyio.CancelScope()
+        in_flight[request_id] = scope
+        try:
+            with scope:
+                result = await self.runner.on_request(dctx, method, params)
+                return response_json(request_id, result)
+            return None
+        except Exception as exc:
+            error = _sdk.error_data_for(exc)
+            return error_json(request_id, error.code, error.message, error.data)
+        finally:
+            if in_flight.get(request_id) is scope:
+                del in_flight[request_id]
+
+    async def handle_notification(
+        self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None
+    ) -> None:
+        """Handle a client notification: ``notifications/cancelled`` cancels the named in-flight request;
+        anything else goes to the SDK kernel (which logs and drops what it does not know)."""
+        if method == "notifications/cancelled":
+            request_id = (params or {}).get("requestId")
+            scope = (self._in_flight or {}).get(request_id) if isinstance(request_id, str | int) else None
+            if scope is not None:
+                scope.cancel()
+            return
+        await self.runner.on_notify(dctx, method, params)
+
+    def resolve(self, response: Response) -> bool:
+        """Deliver the client's answer to one of our server-to-client requests; False if none was waiting."""
+        key = str(response.id)
+        pending = self._pending
+        if pending is None or key not in pending:
+            log.info("session %s: dropped a response to unknown request id %r", self.id, response.id)
+            return False
+        if self._answers is None:
+            self._answers = {}
+        self._answers[key] = response
+        pending[key].set()
+        return True
+
+    # --- outbound -----------------------------------------------------------------------------------------------
+    async def send_request(
+        self, method: str, params: Mapping[str, Any] | None, emit: Emit, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        """Send a server-to-client JSON-RPC request via ``emit`` and wait for the client's answer POST.
+
+        Raises:
+            MCPError: the client answered with an error, the wait timed out (-32001), or the session
+                closed first (-32000).
+        """
+        request_id = f"dp-{next(self._ids)}"
+        if self._pending is None:
+            self._pending = {}
+        arrived = self._pending[request_id] = anyio.Event()
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params is not None:
+            message["params"] = params
+        try:
+            await emit(dumps(message))
+            with anyio.move_on_after(timeout_s or self._server_request_timeout_s):
+                await arrived.wait()
+            answer = (self._answers or {}).pop(request_id, None)
+        finally:
+            self._pending.pop(request_id, None)
+        if answer is None:
+            if not self.is_open:
+                raise _sdk.MCPError(code=-32000, message="Session closed before the client answered")
+            raise _sdk.MCPError(code=-32001, message=f"Client did not answer {method} in time")
+        if answer.error is not None:
+            raise _sdk.MCPError.from_error_data(_sdk.ErrorData.model_validate(answer.error))
+        return answer.result or {}
+
+    # Outbound protocol for the SDK Connection (the standalone channel); subclasses override.
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None
+    ) -> dict[str, Any]:
+        raise _sdk.NoBackChannelError(method)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None) -> None:
+        log.debug("session %s: dropped %s (no standalone channel)", self.id, method)
+
+
+def _has_modern_envelope(params: Mapping[str, Any] | None) -> bool:
+    meta = params.get("_meta") if params else None
+    return isinstance(meta, Mapping) and "io.modelcontextprotocol/protocolVersion" in meta
+
+
+def notification_json(method: str, params: Mapping[str, Any] | None) -> str:
+    """The compact JSON text of a JSON-RPC notification."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    return dumps(message)

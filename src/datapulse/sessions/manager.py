@@ -1,0 +1,141 @@
+"""The session manager: opens, finds, expires and closes sessions of every kind.
+
+It enforces the three session rules every transport shares: caps (global and per principal, via the
+registry), principal binding (a session is found only by the principal that opened it; anyone else
+gets exactly the "not found" an unknown id gets), and the idle TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from datapulse.errors import SessionNotFound, Unavailable
+from datapulse.sessions.lifecycle import SessionEvent
+from datapulse.sessions.live import LiveSession
+from datapulse.sessions.registry import SessionKind, SessionRecord, SessionRegistry
+
+log = logging.getLogger("datapulse.sessions")
+
+S = TypeVar("S", bound=LiveSession)
+
+
+class SessionManager:
+    """Owns the live sessions of this process and their records in a `SessionRegistry`.
+
+    Args:
+        registry: where session records and caps live.
+        idle_ttl_s: a session idle (no request, no open stream) this long is expired.
+        max_sessions: cap on open sessions of all kinds.
+        max_sessions_per_principal: cap on one principal's open sessions.
+        clock: monotonic seconds; injectable so tests can expire sessions without waiting.
+    """
+
+    def __init__(
+        self,
+        registry: SessionRegistry,
+        *,
+        idle_ttl_s: float,
+        max_sessions: int,
+        max_sessions_per_principal: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.idle_ttl_s = idle_ttl_s
+        self.max_sessions = max_sessions
+        self.max_sessions_per_principal = max_sessions_per_principal
+        self.clock = clock
+        self._live: dict[str, LiveSession] = {}
+        self._streams: Counter[SessionKind] = Counter()
+        self.accepting = True
+
+    async def open(self, session: S) -> S:
+        """Register ``session`` (caps apply) and make it findable.
+
+        Raises:
+            Unavailable: the global cap is reached or the server is shutting down (503).
+            TooManySessions: the principal's cap is reached (429).
+        """
+        if not self.accepting:
+            raise Unavailable("Service Unavailable: the server is shutting down; reconnect shortly")
+        record = SessionRecord(session.id, session.kind, session.principal, self.clock())
+        await self.registry.add(record, max_total=self.max_sessions, max_per_principal=self.max_sessions_per_principal)
+        self._live[session.id] = session
+        log.debug("session %s opened (%s, principal %s)", session.id, session.kind.value, session.principal)
+        return session
+
+    def peek(self, session_id: str) -> LiveSession | None:
+        """The live session with ``session_id`` regardless of principal (for id-collision checks)."""
+        return self._live.get(session_id)
+
+    async def lookup(self, session_id: str, principal: str, kind: type[S]) -> S:
+        """Find an open session of type ``kind`` opened by ``principal`` and record activity on it.
+
+        Raises:
+            SessionNotFound: unknown, closed, of another kind, or opened by another principal — one
+                error for all, so a guessed or leaked id reveals nothing (HTTP 404).
+        """
+        session = self._live.get(session_id)
+        if session is None or not isinstance(session, kind) or not session.is_open:
+            raise SessionNotFound()
+        if session.principal != principal:
+            log.warning("session %s: refused a request from another principal", session_id[:16])
+            raise SessionNotFound()
+        await self.registry.touch(session_id, self.clock())
+        return session
+
+    async def close(self, session_id: str, reason: str, event: SessionEvent = SessionEvent.CLOSE) -> bool:
+        """Close a session: end its streams and in-flight work, forget it. False if it was not open."""
+        session = self._live.get(session_id)
+        if session is None or not session.begin_close(event):
+            return False
+        log.info("session %s (%s) closing: %s", session_id[:16], session.kind.value, reason)
+        try:
+            session.end_streams(reason)
+            await session.finish_close()
+        finally:
+            self._live.pop(session_id, None)
+            await self.registry.remove(session_id)
+        return True
+
+    async def reap(self) -> int:
+        """Expire sessions idle for longer than the TTL; returns how many were expired.
+
+        A session with an open stream or a request in flight is in use, not idle: its activity
+        time is refreshed instead.
+        """
+        now = self.clock()
+        expired = 0
+        for session_id in await self.registry.idle_since(now - self.idle_ttl_s):
+            session = self._live.get(session_id)
+            if session is None:
+                await self.registry.remove(session_id)
+                continue
+            if session.busy or session.has_open_stream:
+                await self.registry.touch(session_id, now)
+                continue
+            if await self.close(session_id, f"idle for more than {self.idle_ttl_s:g} s", SessionEvent.EXPIRE):
+                expired += 1
+        return expired
+
+    async def close_all(self, reason: str) -> None:
+        """Close every session (shutdown)."""
+        self.accepting = False
+        for session_id in list(self._live):
+            await self.close(session_id, reason)
+
+    def stream_opened(self, kind: SessionKind) -> None:
+        self._streams[kind] += 1
+
+    def stream_closed(self, kind: SessionKind) -> None:
+        self._streams[kind] -= 1
+
+    def stream_counts(self) -> Mapping[SessionKind, int]:
+        """Open SSE streams per transport."""
+        return {kind: self._streams.get(kind, 0) for kind in SessionKind}
+
+    def live_sessions(self) -> list[LiveSession]:
+        return list(self._live.values())

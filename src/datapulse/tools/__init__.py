@@ -1,0 +1,1 @@
+"""Built-in demo tools, resources and prompts (served when no APP is given)."""

@@ -1,0 +1,82 @@
+"""Feeding one parsed JSON-RPC message from an HTTP request into a session's SDK kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request as StarletteRequest
+from starlette.types import Scope
+
+from datapulse import _sdk
+from datapulse.errors import MethodNotFound
+from datapulse.sessions.live import Emit, LegacyDispatchContext, LiveSession
+from datapulse.transports._jsonrpc import Message, Notification, Request, Response, error_json
+from datapulse.transports._negotiation import resolve_method
+
+
+def dispatch_context(
+    session: LiveSession,
+    scope: Scope,
+    request_id: str | int | None,
+    params: dict[str, Any] | None,
+    emit: Emit | None,
+    *,
+    transport_kind: str,
+    can_send_request: bool,
+) -> LegacyDispatchContext:
+    """Build the SDK dispatch context for one inbound message carried by the HTTP request ``scope``.
+
+    The handler sees the HTTP request as ``ctx.request`` (a Starlette `Request`) and its headers on
+    the transport context, as with the SDK's own transports.
+    """
+    transport = _sdk.TransportContext(
+        kind=transport_kind, can_send_request=can_send_request, headers=Headers(scope=scope)
+    )
+    metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(scope))
+    return LegacyDispatchContext(
+        session, request_id, emit, transport, metadata, _sdk.progress_token_from_params(params)
+    )
+
+
+async def dispatch(
+    session: LiveSession,
+    scope: Scope,
+    message: Message,
+    emit: Emit,
+    *,
+    transport_kind: str,
+    allow_aliases: bool,
+    can_send_request: bool = True,
+) -> str | None:
+    """Handle one client message on ``session``.
+
+    Requests run through the SDK kernel and their response text is returned (the caller writes it
+    where the transport puts responses); notifications are handled and client answers to our
+    server-to-client requests are delivered, both returning None.
+    """
+    if isinstance(message, Response):
+        session.resolve(message)
+        return None
+    if isinstance(message, Notification):
+        dctx = dispatch_context(
+            session, scope, None, message.params, None, transport_kind=transport_kind, can_send_request=False
+        )
+        await session.handle_notification(dctx, message.method, message.params)
+        return None
+    assert isinstance(message, Request)
+    try:
+        method = resolve_method(message.method, allow_aliases=allow_aliases)
+    except MethodNotFound as exc:
+        return error_json(message.id, exc.jsonrpc_code, exc.message, exc.data)
+    dctx = dispatch_context(
+        session,
+        scope,
+        message.id,
+        message.params,
+        emit,
+        transport_kind=transport_kind,
+        can_send_request=can_send_request,
+    )
+    session.activate()
+    return await session.handle_request(dctx, method, message.params)

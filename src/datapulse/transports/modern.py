@@ -1,0 +1,319 @@
+"""The 2026-07-28 Streamable HTTP path: one stateless POST, one JSON-RPC exchange.
+
+Spec 2026-07-28 basic/transports/streamable-http. Each POST carries one request whose ``params._meta``
+names the protocol version and client capabilities; headers mirror ``method`` and ``name``
+(``Mcp-Method``/``Mcp-Name``/``Mcp-Param-*``) and must match the body (400 ``HeaderMismatch``).
+The response is ``application/json`` unless the handler emits a request-scoped notification
+(progress, log) first, or stays silent for a keepalive interval: then it becomes
+``text/event-stream`` with ``: ping`` comments. Closing the response stream cancels the request.
+
+The handler runs inline in the HTTP request's task, with no per-request task group, memory
+stream or disconnect-watcher task; a watcher task is started only for a request that outlives
+``WATCH_AFTER_S`` or turns into a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from starlette.datastructures import Headers
+from starlette.requests import Request as StarletteRequest
+from starlette.types import Receive, Scope, Send
+
+from datapulse import _sdk
+from datapulse.errors import NotAcceptable, StreamClosed
+from datapulse.runtime import Runtime
+from datapulse.sessions.streams import SseConnection
+from datapulse.transports import _jsonrpc
+from datapulse.transports._http import SSE_HEADERS, header, read_body, require_json_content_type, send_bytes, send_empty
+from datapulse.transports._negotiation import accepts
+from datapulse.transports._sse_codec import PING_FRAME, encode_message_event, encode_retry
+
+log = logging.getLogger("datapulse.transport.modern")
+
+WATCH_AFTER_S = 1.0
+"""A request still running after this long gets a disconnect watcher (so a closed stream cancels it)."""
+
+_UNSUPPORTED_PROTOCOL_VERSION = -32022
+
+
+class ModernExchange:
+    """The SDK `DispatchContext` of one 2026-07-28 request, and its HTTP response.
+
+    Notifications commit the response to SSE; server-to-client requests are refused (the era embeds
+    them in results as MRTR input requests).
+    """
+
+    __slots__ = (
+        "_cancel",
+        "_keepalive_s",
+        "_receive",
+        "_runtime",
+        "_send",
+        "_sse_ok",
+        "_timer",
+        "_watcher",
+        "cancel_scope",
+        "connection",
+        "message_metadata",
+        "progress_token",
+        "request_id",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request_id: str | int,
+        params: Mapping[str, Any] | None,
+        sse_ok: bool,
+    ) -> None:
+        headers = Headers(scope=scope)
+        self._runtime = runtime
+        self._receive = receive
+        self._send = send
+        self._sse_ok = sse_ok
+        self._keepalive_s = runtime.settings.keepalive_interval_s
+        self._cancel: anyio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self.request_id = request_id
+        self.transport = _sdk.TransportContext(kind="streamable-http", can_send_request=False, headers=headers)
+        self.message_metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(scope))
+        self.progress_token = _sdk.progress_token_from_params(params)
+        self.connection: SseConnection | None = None
+        self.cancel_scope = anyio.CancelScope()
+
+    # --- DispatchContext ------------------------------------------------------------------------------------
+    @property
+    def can_send_request(self) -> bool:
+        return False
+
+    @property
+    def cancel_requested(self) -> anyio.Event:
+        if self._cancel is None:
+            self._cancel = anyio.Event()
+        return self._cancel
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None
+    ) -> dict[str, Any]:
+        raise _sdk.NoBackChannelError(method)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None) -> None:
+        if not self._sse_ok:
+            log.debug("dropped %s: the client does not accept text/event-stream", method)
+            return
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        frame = encode_message_event(_jsonrpc.dumps(message))
+        try:
+            await (await self._commit()).write(frame)
+        except StreamClosed:
+            log.debug("dropped %s: response stream closed", method)
+
+    async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
+        if self.progress_token is None:
+            return
+        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self.notify("notifications/progress", params)
+
+    # --- response -------------------------------------------------------------------------------------------
+    async def _commit(self) -> SseConnection:
+        """Turn the response into an SSE stream (once) and make sure a watcher runs."""
+        connection = self.connection
+        if connection is None:
+            connection = self.connection = SseConnection(self._send, self._runtime.settings.slow_client_timeout_s)
+            self._runtime.modern_streams.add(self.cancel_scope)
+            await self._send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
+            self._start_watcher()
+        return connection
+
+    def arm(self) -> None:
+        """Schedule the watcher for a request that runs longer than `WATCH_AFTER_S`."""
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start_watcher)
+
+    def _start_watcher(self) -> None:
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Cancel the request when the client disconnects; keep a silent stream alive with pings."""
+        try:
+            while True:
+                with anyio.move_on_after(self._keepalive_s):
+                    message = await self._receive()
+                    if message["type"] == "http.disconnect":
+                        if self.connection is not None:
+                            self.connection.mark_closed()
+                        self.cancel_scope.cancel()
+                        return
+                    continue
+                if not self._sse_ok:
+                    continue
+                connection = await self._commit()
+                if connection.offer(PING_FRAME):
+                    await connection.write(PING_FRAME)
+        except StreamClosed:
+            return
+
+    async def finish(self, response_text: str, status: int) -> None:
+        """Send the final response: plain JSON with ``status``, or the last SSE frame of the stream."""
+        self.disarm()
+        connection = self.connection
+        if connection is None:
+            await send_bytes(self._send, status, response_text.encode())
+            return
+        self._runtime.modern_streams.discard(self.cancel_scope)
+        try:
+            await connection.write(encode_message_event(response_text))
+        except StreamClosed:
+            return
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def finish_cancelled(self) -> None:
+        """End the response of a request cancelled by disconnect or shutdown (no JSON-RPC response)."""
+        self.disarm()
+        self._runtime.modern_streams.discard(self.cancel_scope)
+        if self.connection is None:
+            return
+        with anyio.move_on_after(1, shield=True):
+            retry = encode_retry(self._runtime.settings.retry_ms) if not self.connection.closed else b""
+            await self._send({"type": "http.response.body", "body": retry, "more_body": False})
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        watcher = self._watcher
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+
+
+async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one 2026-07-28 POST to ``/mcp``.
+
+    Raises (before any response byte):
+        NotAcceptable (406), UnsupportedMediaType (415), PayloadTooLarge (413),
+        ParseError / InvalidRequest (400).
+    Protocol-level rejections (unsupported version, header mismatch, missing envelope, unknown
+    method) are written directly as JSON-RPC errors with the spec's HTTP status.
+    """
+    json_ok, sse_ok = accepts(header(scope, b"accept"))
+    if not json_ok:
+        raise NotAcceptable("Not Acceptable: the Accept header must include application/json")
+    require_json_content_type(scope)
+    body = await read_body(scope, receive, runtime.settings.max_body_bytes)
+    decoded = _jsonrpc.loads(body)
+    if isinstance(decoded, dict) and "id" not in decoded and isinstance(decoded.get("method"), str):
+        await send_empty(send, 202)  # spec: a notification POST is acknowledged; none is defined on this wire
+        return
+    message = _jsonrpc.classify(decoded)
+    if not isinstance(message, _jsonrpc.Request):
+        raise _invalid("Invalid Request: send one JSON-RPC request per POST; responses are not accepted here")
+    if message.method == "subscriptions/listen" and not sse_ok:
+        raise NotAcceptable("Not Acceptable: subscriptions/listen streams text/event-stream; accept it")
+    rejection = _ladder(runtime, scope, decoded, message)
+    if rejection is not None:
+        await _reject(send, message.id, rejection)
+        return
+    meta = (message.params or {})["_meta"]
+    connection = _sdk.Connection.from_envelope(
+        meta["io.modelcontextprotocol/protocolVersion"],
+        meta.get("io.modelcontextprotocol/clientInfo"),
+        meta["io.modelcontextprotocol/clientCapabilities"],
+    )
+    exchange = ModernExchange(runtime, scope, receive, send, message.id, message.params, sse_ok)
+    exchange.arm()
+    response_text: str | None = None
+    status = 200
+    try:
+        with exchange.cancel_scope:
+            try:
+                result = await _sdk.serve_one(
+                    runtime.server,
+                    exchange,
+                    message.method,
+                    message.params,
+                    connection=connection,
+                    lifespan_state=runtime.lifespan_state,
+                )
+                response_text = _jsonrpc.response_json(message.id, result)
+            except Exception as exc:
+                error = _sdk.error_data_for(exc)
+                status = _sdk.ERROR_CODE_HTTP_STATUS.get(error.code, 200)
+                response_text = _jsonrpc.error_json(message.id, error.code, error.message, error.data)
+    finally:
+        exchange.disarm()
+    if response_text is None:
+        await exchange.finish_cancelled()
+        return
+    await exchange.finish(response_text, status)
+
+
+def _ladder(
+    runtime: Runtime, scope: Scope, decoded: dict[str, Any], message: _jsonrpc.Request
+) -> _sdk.InboundLadderRejection | None:
+    """The spec's request validation, in order: duplicated routing headers, the ``_meta`` envelope and
+    header/body agreement (SDK classifier), then ``Mcp-Param-*`` headers against the tool's schema."""
+    headers = Headers(scope=scope)
+    duplicated = _sdk.find_duplicated_routing_header(headers.items())
+    if duplicated is not None:
+        return _sdk.InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
+    verdict = _sdk.classify_inbound_request(decoded, headers=dict(headers.items()))
+    if isinstance(verdict, _sdk.InboundLadderRejection):
+        return verdict
+    if message.method != "tools/call":
+        return None
+    params = message.params or {}
+    name, arguments = params.get("name"), params.get("arguments") or {}
+    if not isinstance(name, str) or not isinstance(arguments, Mapping):
+        return None
+    if not arguments and not any(key.startswith("mcp-param-") for key in headers):
+        return None
+    lookup = runtime.server.get_tool_input_schema
+    if lookup is None:
+        return None
+    try:
+        schema = lookup(name)
+    except Exception:
+        log.exception("Mcp-Param header validation skipped: get_tool_input_schema raised")
+        return None
+    if schema is None:
+        return None
+    return _sdk.validate_mcp_param_headers(schema, arguments, headers)
+
+
+async def _reject(send: Send, request_id: str | int, rejection: _sdk.InboundLadderRejection) -> None:
+    status = _sdk.ERROR_CODE_HTTP_STATUS.get(rejection.code, 400)
+    body = _jsonrpc.error_json(request_id, rejection.code, rejection.message, rejection.data)
+    await send_bytes(send, status, body.encode())
+
+
+def _invalid(message: str) -> Exception:
+    from datapulse.errors import InvalidRequest
+
+    return InvalidRequest(message)
+
+
+def unsupported_version_error(requested: str) -> tuple[int, str]:
+    """The 400 body for an ``MCP-Protocol-Version`` this server does not speak (spec: lists the supported ones)."""
+    supported = [*_sdk.MODERN_PROTOCOL_VERSIONS, *reversed(_sdk.HANDSHAKE_PROTOCOL_VERSIONS)]
+    return 400, _jsonrpc.error_json(
+        None,
+        _UNSUPPORTED_PROTOCOL_VERSION,
+        f"Unsupported protocol version {requested!r}",
+        {"supported": supported, "requested": requested},
+    )
