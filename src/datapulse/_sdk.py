@@ -25,6 +25,7 @@ from mcp.shared.inbound import (
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    unsupported_protocol_version_rejection,
     validate_mcp_param_headers,
 )
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
@@ -65,6 +66,7 @@ __all__ = [
     "lowlevel_server",
     "progress_token_from_params",
     "serve_one",
+    "unsupported_protocol_version_rejection",
     "validate_mcp_param_headers",
 ]
 

@@ -219,11 +219,13 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
     server = runtime.server
     async with server.lifespan(server) as state, anyio.create_task_group() as tasks:
         runtime.lifespan_state = state
+        runtime.running = True
         tasks.start_soon(_reap_forever, runtime)
         try:
             yield
         finally:
             await shutdown(runtime)
+            runtime.running = False
             tasks.cancel_scope.cancel()
 
 
@@ -269,10 +271,10 @@ class _Endpoint:
         try:
             if self.methods is not None and scope["method"] not in self.methods:
                 raise MethodNotAllowed(scope["method"], self.methods)
-            if self.runtime.lifespan_state is None and self.handler is not _health:
+            if not self.runtime.running and self.handler is not _health:
                 raise Unavailable(
                     "Service Unavailable: the DataPulse lifespan has not started (when mounting the app, enter "
-                    "datapulse.app.lifespan from the host app's lifespan)"
+                    "datapulse.mounted_lifespan(app) from the host app's lifespan)"
                 )
             await self.handler(self.runtime, scope, receive, tracking_send)
         except DataPulseError as error:

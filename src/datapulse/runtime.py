@@ -36,6 +36,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
+    running: bool = False
+    """True between the lifespan's start and the beginning of shutdown's stream teardown."""
 
     def new_session_id(self) -> str:
         """A fresh, unguessable session id (192 random bits, URL-safe)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -59,6 +60,13 @@ class DataPulseServer(uvicorn.Server):
             server.close()
         await shutdown(runtime_of(self._app))
         await super().shutdown(sockets)
+        # uvicorn re-raises the signal that stopped it once serve() returns, which would turn a clean,
+        # complete shutdown into a KeyboardInterrupt / SIGTERM death; the shutdown is already done.
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            for sig in captured:
+                log.info("stopped by %s", signal.Signals(sig).name)
+            captured.clear()
 
 
 def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+import anyio
+
 from datapulse.errors import SessionNotFound, Unavailable
 from datapulse.sessions.lifecycle import SessionEvent
 from datapulse.sessions.live import LiveSession
@@ -50,7 +52,18 @@ class SessionManager:
         self.clock = clock
         self._live: dict[str, LiveSession] = {}
         self._streams: Counter[SessionKind] = Counter()
+        self._changed = anyio.Event()
         self.accepting = True
+
+    def _signal_change(self) -> None:
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, re-checking after every session or stream open/close (the
+        caller bounds the wait)."""
+        while not predicate():
+            await self._changed.wait()
 
     async def open(self, session: S) -> S:
         """Register ``session`` (caps apply) and make it findable.
@@ -64,6 +77,7 @@ class SessionManager:
         record = SessionRecord(session.id, session.kind, session.principal, self.clock())
         await self.registry.add(record, max_total=self.max_sessions, max_per_principal=self.max_sessions_per_principal)
         self._live[session.id] = session
+        self._signal_change()
         log.debug("session %s opened (%s, principal %s)", session.id, session.kind.value, session.principal)
         return session
 
@@ -99,6 +113,7 @@ class SessionManager:
         finally:
             self._live.pop(session_id, None)
             await self.registry.remove(session_id)
+            self._signal_change()
         return True
 
     async def reap(self) -> int:
@@ -129,9 +144,11 @@ class SessionManager:
 
     def stream_opened(self, kind: SessionKind) -> None:
         self._streams[kind] += 1
+        self._signal_change()
 
     def stream_closed(self, kind: SessionKind) -> None:
         self._streams[kind] -= 1
+        self._signal_change()
 
     def stream_counts(self) -> Mapping[SessionKind, int]:
         """Open SSE streams per transport."""

@@ -25,7 +25,7 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import Receive, Scope, Send
 
 from datapulse import _sdk
-from datapulse.errors import NotAcceptable, StreamClosed
+from datapulse.errors import DataPulseError, InvalidRequest, NotAcceptable, StreamClosed
 from datapulse.runtime import Runtime
 from datapulse.sessions.streams import SseConnection
 from datapulse.transports import _jsonrpc
@@ -37,8 +37,6 @@ log = logging.getLogger("datapulse.transport.modern")
 
 WATCH_AFTER_S = 1.0
 """A request still running after this long gets a disconnect watcher (so a closed stream cancels it)."""
-
-_UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 
 class ModernExchange:
@@ -222,7 +220,7 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
         return
     message = _jsonrpc.classify(decoded)
     if not isinstance(message, _jsonrpc.Request):
-        raise _invalid("Invalid Request: send one JSON-RPC request per POST; responses are not accepted here")
+        raise InvalidRequest("Invalid Request: send one JSON-RPC request per POST; responses are not accepted here")
     if message.method == "subscriptions/listen" and not sse_ok:
         raise NotAcceptable("Not Acceptable: subscriptions/listen streams text/event-stream; accept it")
     rejection = _ladder(runtime, scope, decoded, message)
@@ -268,7 +266,7 @@ def _ladder(
 ) -> _sdk.InboundLadderRejection | None:
     """The spec's request validation, in order: duplicated routing headers, the ``_meta`` envelope and
     header/body agreement (SDK classifier), then ``Mcp-Param-*`` headers against the tool's schema."""
-    headers = Headers(scope=scope)
+    headers = _trimmed_headers(scope)
     duplicated = _sdk.find_duplicated_routing_header(headers.items())
     if duplicated is not None:
         return _sdk.InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
@@ -296,24 +294,34 @@ def _ladder(
     return _sdk.validate_mcp_param_headers(schema, arguments, headers)
 
 
-async def _reject(send: Send, request_id: str | int, rejection: _sdk.InboundLadderRejection) -> None:
+def _trimmed_headers(scope: Scope) -> Headers:
+    """The request headers with optional whitespace around values removed (RFC 9110 §5.5: OWS is not part
+    of a field value; httptools keeps trailing whitespace, h11 strips it)."""
+    return Headers(raw=[(key, value.strip(b" \t")) for key, value in scope["headers"]])
+
+
+async def _reject(send: Send, request_id: str | int | None, rejection: _sdk.InboundLadderRejection) -> None:
     status = _sdk.ERROR_CODE_HTTP_STATUS.get(rejection.code, 400)
     body = _jsonrpc.error_json(request_id, rejection.code, rejection.message, rejection.data)
     await send_bytes(send, status, body.encode())
 
 
-def _invalid(message: str) -> Exception:
-    from datapulse.errors import InvalidRequest
-
-    return InvalidRequest(message)
-
-
-def unsupported_version_error(requested: str) -> tuple[int, str]:
-    """The 400 body for an ``MCP-Protocol-Version`` this server does not speak (spec: lists the supported ones)."""
-    supported = [*_sdk.MODERN_PROTOCOL_VERSIONS, *reversed(_sdk.HANDSHAKE_PROTOCOL_VERSIONS)]
-    return 400, _jsonrpc.error_json(
-        None,
-        _UNSUPPORTED_PROTOCOL_VERSION,
-        f"Unsupported protocol version {requested!r}",
-        {"supported": supported, "requested": requested},
-    )
+async def reject_unsupported_version(
+    runtime: Runtime, scope: Scope, receive: Receive, send: Send, version: str
+) -> None:
+    """Answer a request whose ``MCP-Protocol-Version`` this server does not speak: 400 with
+    ``UnsupportedProtocolVersion`` (-32022) naming the supported versions, echoing the request's id
+    when the body has one (spec 2026-07-28 basic/versioning "Protocol Version Negotiation")."""
+    request_id: str | int | None = None
+    if scope["method"] == "POST":
+        try:
+            decoded = _jsonrpc.loads(await read_body(scope, receive, runtime.settings.max_body_bytes))
+            if isinstance(decoded, dict):
+                candidate = decoded.get("id")
+                if isinstance(candidate, str | int) and not isinstance(candidate, bool):
+                    request_id = candidate
+        except DataPulseError:
+            pass
+    rejection = _sdk.unsupported_protocol_version_rejection(version)
+    assert rejection is not None
+    await _reject(send, request_id, rejection)

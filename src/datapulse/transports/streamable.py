@@ -125,7 +125,7 @@ class StreamableSession(LiveSession):
 class PostExchange:
     """The HTTP response of one POSTed request: JSON if the result comes first, else an SSE stream."""
 
-    __slots__ = ("_runtime", "_send", "_session", "_sse_ok", "stream")
+    __slots__ = ("_own", "_runtime", "_send", "_session", "_sse_ok", "stream")
 
     def __init__(self, runtime: Runtime, session: StreamableSession, send: Send, sse_ok: bool) -> None:
         self._runtime = runtime
@@ -133,6 +133,7 @@ class PostExchange:
         self._send = send
         self._sse_ok = sse_ok
         self.stream: EventStream | None = None
+        self._own: SseConnection | None = None
 
     async def emit(self, message_json: str) -> None:
         """Send a message that precedes the result (notification or server-to-client request)."""
@@ -145,7 +146,7 @@ class PostExchange:
     async def _commit(self) -> EventStream:
         session = self._session
         stream = self.stream = session.new_request_stream()
-        connection = SseConnection(self._send, self._runtime.settings.slow_client_timeout_s)
+        connection = self._own = SseConnection(self._send, self._runtime.settings.slow_client_timeout_s)
         stream.connection = connection
         await start_sse(self._send, _session_header(session.id))
         if session.primes:
@@ -162,11 +163,10 @@ class PostExchange:
         if stream is None:
             await send_bytes(self._send, 200, response_text.encode(), extra=_session_header(session.id))
             return
-        own = stream.connection
         await stream.emit(lambda event_id: encode_message_event(response_text, event_id=event_id))
         stream.finished = True
         current = stream.connection
-        if current is not None and current is not own:
+        if current is not None and current is not self._own:
             current.abort("request stream complete")  # a resumed GET carried the tail; end it too
         with anyio.move_on_after(1, shield=True):
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -183,8 +183,7 @@ async def handle(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -
     method = scope["method"]
     if era == "unsupported":
         assert version is not None
-        status, body = modern.unsupported_version_error(version)
-        await send_bytes(send, status, body.encode())
+        await modern.reject_unsupported_version(runtime, scope, receive, send, version)
         return
     if era == "modern":
         if method != "POST":

@@ -1,0 +1,63 @@
+"""The SDK adapter fails loudly when an upgrade moves what DataPulse relies on."""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import version
+
+import mcp_types
+
+from datapulse import _sdk
+
+
+def test_the_sdk_is_the_pinned_version() -> None:
+    assert version("mcp") == "2.3.0", "DataPulse pins mcp==2.3.0; re-verify datapulse/_sdk.py before upgrading"
+
+
+def test_every_adapter_name_resolves() -> None:
+    for name in _sdk.__all__:
+        assert getattr(_sdk, name) is not None, name
+
+
+def test_the_kernel_signatures_datapulse_calls_are_unchanged() -> None:
+    assert list(inspect.signature(_sdk.ServerRunner).parameters)[:3] == ["server", "connection", "lifespan_state"]
+    assert list(inspect.signature(_sdk.serve_one).parameters) == [
+        "server",
+        "dctx",
+        "method",
+        "params",
+        "connection",
+        "lifespan_state",
+    ]
+    assert list(inspect.signature(_sdk.Connection.from_envelope).parameters)[:3] == [
+        "protocol_version",
+        "client_info",
+        "client_capabilities",
+    ]
+    assert list(inspect.signature(_sdk.Connection.for_loop).parameters)[:2] == ["outbound", "session_id"]
+    assert {"kind", "can_send_request", "headers"} <= set(inspect.signature(_sdk.TransportContext).parameters)
+    assert {"request_context"} <= set(inspect.signature(_sdk.ServerMessageMetadata).parameters)
+
+
+def test_the_private_lowlevel_server_attribute_still_exists() -> None:
+    server = _sdk.MCPServer("probe")
+    assert isinstance(_sdk.lowlevel_server(server), _sdk.Server)
+    assert _sdk.lowlevel_server(server).name == "probe"
+
+
+def test_the_era_constants_still_describe_the_eras_we_route() -> None:
+    assert "2026-07-28" in _sdk.MODERN_PROTOCOL_VERSIONS
+    assert set(_sdk.HANDSHAKE_PROTOCOL_VERSIONS) >= {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"}
+    assert _sdk.LATEST_HANDSHAKE_VERSION == "2025-11-25"
+    assert mcp_types.PROTOCOL_VERSION_META_KEY == "io.modelcontextprotocol/protocolVersion"
+    assert mcp_types.CLIENT_CAPABILITIES_META_KEY == "io.modelcontextprotocol/clientCapabilities"
+    assert mcp_types.CLIENT_INFO_META_KEY == "io.modelcontextprotocol/clientInfo"
+    assert _sdk.ERROR_CODE_HTTP_STATUS[-32601] == 404
+
+
+def test_handler_errors_map_without_leaking_internals() -> None:
+    error = _sdk.error_data_for(RuntimeError("secret internals"))
+    assert error.code == -32603
+    assert "secret" not in error.message
+    mcp_error = _sdk.error_data_for(_sdk.MCPError(code=-32602, message="bad params"))
+    assert (mcp_error.code, mcp_error.message) == (-32602, "bad params")
