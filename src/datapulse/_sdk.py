@@ -30,6 +30,7 @@ from mcp.shared.inbound import (
 )
 from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progress_token_from_params
 from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.subscriptions import LISTEN_STREAM_METHODS
 from mcp.shared.transport_context import TransportContext
 from mcp_types import ErrorData, InitializeRequestParams
 from mcp_types.version import (
@@ -44,6 +45,7 @@ __all__ = [
     "HANDSHAKE_PROTOCOL_VERSIONS",
     "LATEST_HANDSHAKE_VERSION",
     "LATEST_MODERN_VERSION",
+    "LISTEN_STREAM_METHODS",
     "MODERN_PROTOCOL_VERSIONS",
     "AccessToken",
     "AuthenticatedUser",

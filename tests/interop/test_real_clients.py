@@ -346,7 +346,8 @@ TS_V2_CONNECTIONS: Final = [
     pytest.param("streamable", MODERN, MODERN, "modern", id="streamable-http-2026-07-28-stateless"),
     pytest.param("streamable", "auto", MODERN, "modern", id="streamable-http-auto"),
     pytest.param("sse", HANDSHAKE, HANDSHAKE, "legacy", id="sse-2025-11-25"),
-    pytest.param("sse", "auto", HANDSHAKE, "legacy", id="sse-auto-falls-back-to-the-handshake"),
+    pytest.param("sse", MODERN, MODERN, "modern", id="sse-2026-07-28-envelope-over-the-sse-pipe"),
+    pytest.param("sse", "auto", MODERN, "modern", id="sse-auto"),
 ]
 TS_V1_CONNECTIONS: Final = [
     pytest.param("streamable", id="streamable-http-2025-11-25-session"),
@@ -430,25 +431,6 @@ async def test_typescript_v2_client_calls_a_tool_over_2026_stateless_http(
     assert call is not None
     assert call.get("isError") is not True, call
     assert check(call["structuredContent"]), call
-
-
-@needs_node
-async def test_typescript_v2_client_pinned_to_2026_is_refused_on_the_handshake_only_sse_endpoint(
-    datapulse: RunningServer,
-) -> None:
-    """``/sse`` is the 2024-11-05 transport (README); its sessions refuse the 2026 ``_meta`` envelope with -32600.
-
-    The SDK's own ``sse_app`` does answer ``server/discover`` there, so a v2 client pinned to 2026-07-28 (no fallback
-    in pin mode) works against it but not against DataPulse; in ``auto`` mode the same client falls back to the
-    handshake (``sse-auto-falls-back-to-the-handshake`` above).
-    """
-    with pytest.raises(NodeProcessError) as excinfo:
-        await run_js_client(
-            "v2", url=js_url(datapulse, "sse"), transport="sse", protocol=MODERN, token=TOKEN, timeout_s=JS_TIMEOUT_S
-        )
-    assert not isinstance(excinfo.value, UnsupportedCombinationError)
-    assert 'code: "ERA_NEGOTIATION_FAILED"' in excinfo.value.stderr, excinfo.value.stderr
-    assert "did not offer pinned protocol version 2026-07-28" in excinfo.value.stderr
 
 
 @needs_node

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio import CancelScope
@@ -25,6 +25,8 @@ log = logging.getLogger("datapulse.sessions")
 
 Emit = Callable[[str], Awaitable[None]]
 """Writes one compact JSON-RPC message text to wherever the current request's messages go."""
+
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 REQUEST_CANCELLED = -32800
 """The code the SDK uses for a request cancelled by ``notifications/cancelled`` (LSP-compatible)."""
@@ -61,6 +63,12 @@ class LegacyDispatchContext:
     def can_send_request(self) -> bool:
         return self._emit is not None and self.transport.can_send_request
 
+    def refuse_server_requests(self) -> None:
+        """Serve this request under 2026-07-28 rules: no server-to-client requests (MRTR embeds them in results)."""
+        self.transport = _sdk.TransportContext(
+            kind=self.transport.kind, can_send_request=False, headers=self.transport.headers
+        )
+
     @property
     def cancel_requested(self) -> anyio.Event:
         if self._cancel is None:
@@ -94,6 +102,26 @@ class LegacyDispatchContext:
         await self.notify("notifications/progress", params)
 
 
+class _NotifyOnly:
+    """The standalone channel of a 2026-07-28 exchange on a duplex session: notifications ride the session's
+    stream, except change notifications (those belong to ``subscriptions/listen``); requests are refused."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: LiveSession) -> None:
+        self._session = session
+
+    async def send_raw_request(
+        self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None
+    ) -> dict[str, Any]:
+        raise _sdk.NoBackChannelError(method)
+
+    async def notify(self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None) -> None:
+        if method in _sdk.LISTEN_STREAM_METHODS:
+            return
+        await self._session.notify(method, params, opts)
+
+
 class LiveSession:
     """One session's live state, shared by every transport kind.
 
@@ -102,6 +130,8 @@ class LiveSession:
     """
 
     kind: SessionKind
+    dual_era: bool = False
+    """Whether requests carrying the 2026-07-28 envelope are served on this session kind."""
 
     def __init__(
         self,
@@ -119,6 +149,7 @@ class LiveSession:
         self._pending: dict[str, anyio.Event] | None = None
         self._answers: dict[str, Response] | None = None
         self._ids = itertools.count(1)
+        self.era: Literal["legacy", "modern"] | None = None
         self.connection = self._make_connection()
         self.runner: _sdk.ServerRunner[Any] = _sdk.ServerRunner(server, self.connection, lifespan_state)
 
@@ -175,19 +206,23 @@ class LiveSession:
     ) -> str | None:
         """Run one request through the SDK kernel and return the JSON-RPC response text.
 
+        A session serves one protocol era, decided by its first request: the ``initialize`` handshake
+        (2024-11-05 … 2025-11-25), or — where `dual_era` allows — requests carrying the 2026-07-28
+        ``_meta`` envelope, each served as its own stateless exchange (as the SDK's duplex transports do).
+
         Returns:
             The response (success or error) as compact JSON, or None when the client cancelled the
             request with ``notifications/cancelled`` (spec: no response is sent for it).
         """
         request_id = dctx.request_id
         assert request_id is not None
-        if method != "initialize" and _has_modern_envelope(params):
-            return error_json(
-                request_id,
-                -32600,
-                "This session speaks a handshake-era protocol version; requests carrying the 2026-07-28 _meta "
-                "envelope must be sent without Mcp-Session-Id and with MCP-Protocol-Version: 2026-07-28",
-            )
+        enveloped = method != "initialize" and _has_modern_envelope(params)
+        if enveloped or (method == "initialize" and self.era == "modern"):
+            if not self.dual_era or self.era == "legacy" or method == "initialize":
+                return self._wrong_era(request_id, method)
+            self.era = "modern"
+        elif method == "initialize":
+            self.era = "legacy"
         in_flight = self._in_flight
         if in_flight is None:
             in_flight = self._in_flight = {}
@@ -195,7 +230,10 @@ class LiveSession:
         in_flight[request_id] = scope
         try:
             with scope:
-                result = await self.runner.on_request(dctx, method, params)
+                if enveloped:
+                    result = await self._serve_modern(dctx, method, params)
+                else:
+                    result = await self.runner.on_request(dctx, method, params)
                 return response_json(request_id, result)
             return None
         except Exception as exc:
@@ -204,6 +242,35 @@ class LiveSession:
         finally:
             if in_flight.get(request_id) is scope:
                 del in_flight[request_id]
+
+    def _wrong_era(self, request_id: RequestId, method: str) -> str:
+        if method == "initialize":
+            return error_json(
+                request_id,
+                UNSUPPORTED_PROTOCOL_VERSION,
+                "This connection serves the 2026-07-28 protocol; the initialize handshake is not accepted on it",
+                {"supported": list(_sdk.MODERN_PROTOCOL_VERSIONS)},
+            )
+        return error_json(
+            request_id,
+            -32600,
+            "This session speaks a handshake-era protocol version; requests carrying the 2026-07-28 _meta "
+            "envelope must be sent without Mcp-Session-Id and with MCP-Protocol-Version: 2026-07-28",
+        )
+
+    async def _serve_modern(
+        self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        route = _sdk.classify_inbound_request({"method": method, "params": params})
+        if isinstance(route, _sdk.InboundLadderRejection):
+            raise _sdk.MCPError(code=route.code, message=route.message, data=route.data)
+        connection = _sdk.Connection.from_envelope(
+            route.protocol_version, route.client_info, route.client_capabilities, outbound=_NotifyOnly(self)
+        )
+        dctx.refuse_server_requests()
+        return await _sdk.serve_one(
+            self.runner.server, dctx, method, params, connection=connection, lifespan_state=self.runner.lifespan_state
+        )
 
     async def handle_notification(
         self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None

@@ -38,6 +38,7 @@ class SseSession(LiveSession):
     """A 2024-11-05 session: one SSE stream carries every server message, request-scoped or not."""
 
     kind = SessionKind.SSE
+    dual_era = True
 
     def __init__(self, session_id: str, principal: str, runtime: Runtime) -> None:
         super().__init__(
