@@ -154,7 +154,8 @@ PYTHON_CONNECTIONS: Final = [
     pytest.param(PythonConnection("streamable-http", MODERN, MODERN), id="streamable-http-pinned-2026-07-28"),
     pytest.param(PythonConnection("streamable-http", "auto", MODERN), id="streamable-http-auto"),
     pytest.param(PythonConnection("sse", "legacy", HANDSHAKE), id="sse-2024-11-05-transport-legacy"),
-    pytest.param(PythonConnection("sse", "auto", HANDSHAKE), id="sse-2024-11-05-transport-auto"),
+    pytest.param(PythonConnection("sse", MODERN, MODERN), id="sse-transport-pinned-2026-07-28"),
+    pytest.param(PythonConnection("sse", "auto", MODERN), id="sse-transport-auto"),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import uvicorn
 from anyio.abc import Process
 from fastapi import FastAPI
 
@@ -174,3 +175,20 @@ async def _drain(stream: Any, into: list[str]) -> None:
     lines = _Lines(stream)
     while (line := await lines.next_line()) is not None:
         into.append(line + "\n")
+
+
+class ReadyServer(uvicorn.Server):
+    """A plain uvicorn server that sets `ready` once listening (for auxiliary servers in tests)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = anyio.Event()
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+    @property
+    def port(self) -> int:
+        port: int = self.servers[0].sockets[0].getsockname()[1]
+        return port
