@@ -19,7 +19,15 @@ from anyio import CancelScope
 from datapulse import _sdk
 from datapulse.sessions.lifecycle import SessionEvent, SessionState, is_open, transition
 from datapulse.sessions.registry import SessionKind
-from datapulse.transports._jsonrpc import RequestId, Response, dumps, error_json, response_json
+from datapulse.transports._jsonrpc import (
+    RequestId,
+    Response,
+    dumps,
+    error_json,
+    notification_json,
+    progress_params,
+    response_json,
+)
 
 log = logging.getLogger("datapulse.sessions")
 
@@ -84,22 +92,12 @@ class LegacyDispatchContext:
         return await self._session.send_request(method, params, self._emit, timeout)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None) -> None:
-        if self._emit is None:
-            return
-        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            message["params"] = params
-        await self._emit(dumps(message))
+        if self._emit is not None:
+            await self._emit(notification_json(method, params))
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        if self._progress_token is None:
-            return
-        params: dict[str, Any] = {"progressToken": self._progress_token, "progress": progress}
-        if total is not None:
-            params["total"] = total
-        if message is not None:
-            params["message"] = message
-        await self.notify("notifications/progress", params)
+        if self._progress_token is not None:
+            await self.notify("notifications/progress", progress_params(self._progress_token, progress, total, message))
 
 
 class _NotifyOnly:
@@ -343,11 +341,3 @@ class LiveSession:
 def _has_modern_envelope(params: Mapping[str, Any] | None) -> bool:
     meta = params.get("_meta") if params else None
     return isinstance(meta, Mapping) and "io.modelcontextprotocol/protocolVersion" in meta
-
-
-def notification_json(method: str, params: Mapping[str, Any] | None) -> str:
-    """The compact JSON text of a JSON-RPC notification."""
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if params is not None:
-        message["params"] = params
-    return dumps(message)

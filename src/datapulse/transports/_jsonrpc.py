@@ -6,6 +6,7 @@ refused with the right code before any SDK machinery runs; params are validated 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,3 +121,23 @@ def error_json(request_id: RequestId | None, code: int, message: str, data: Any 
 def _short(exc: Exception) -> str:
     text = str(exc)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def notification_json(method: str, params: Mapping[str, Any] | None) -> str:
+    """The compact JSON text of a JSON-RPC notification."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if params is not None:
+        message["params"] = params
+    return dumps(message)
+
+
+def progress_params(
+    token: str | int, progress: float, total: float | None = None, message: str | None = None
+) -> dict[str, Any]:
+    """``notifications/progress`` params for ``token`` (MCP basic/utilities/progress)."""
+    params: dict[str, Any] = {"progressToken": token, "progress": progress}
+    if total is not None:
+        params["total"] = total
+    if message is not None:
+        params["message"] = message
+    return params

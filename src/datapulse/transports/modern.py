@@ -109,24 +109,16 @@ class ModernExchange:
         if not self._sse_ok:
             log.debug("dropped %s: the client does not accept text/event-stream", method)
             return
-        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            message["params"] = params
-        frame = encode_message_event(_jsonrpc.dumps(message))
+        frame = encode_message_event(_jsonrpc.notification_json(method, params))
         try:
             await (await self._commit()).write(frame)
         except StreamClosed:
             log.debug("dropped %s: response stream closed", method)
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        if self.progress_token is None:
-            return
-        params: dict[str, Any] = {"progressToken": self.progress_token, "progress": progress}
-        if total is not None:
-            params["total"] = total
-        if message is not None:
-            params["message"] = message
-        await self.notify("notifications/progress", params)
+        if self.progress_token is not None:
+            params = _jsonrpc.progress_params(self.progress_token, progress, total, message)
+            await self.notify("notifications/progress", params)
 
     # --- response -------------------------------------------------------------------------------------------
     async def _commit(self) -> SseConnection:

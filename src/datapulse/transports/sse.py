@@ -19,12 +19,13 @@ from datapulse import _sdk
 from datapulse.auth.principal import principal_of
 from datapulse.errors import InvalidRequest, MissingSessionId, NotAcceptable, StreamClosed
 from datapulse.runtime import Runtime
-from datapulse.sessions.live import LiveSession, notification_json
+from datapulse.sessions.live import LiveSession
 from datapulse.sessions.registry import SessionKind
 from datapulse.sessions.streams import SseConnection
 from datapulse.transports import _jsonrpc
 from datapulse.transports._dispatch import dispatch
 from datapulse.transports._http import header, query_param, read_body, require_json_content_type, send_bytes
+from datapulse.transports._jsonrpc import notification_json
 from datapulse.transports._negotiation import accepts, is_valid_session_id
 from datapulse.transports._sse_codec import encode_event, encode_message_event
 from datapulse.transports._streaming import end_sse, hold_open, start_sse

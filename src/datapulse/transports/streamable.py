@@ -35,7 +35,7 @@ from datapulse.errors import (
     StreamClosed,
 )
 from datapulse.runtime import Runtime
-from datapulse.sessions.live import LiveSession, notification_json
+from datapulse.sessions.live import LiveSession
 from datapulse.sessions.registry import SessionKind
 from datapulse.sessions.streams import EventStream, SseConnection
 from datapulse.transports import _jsonrpc, modern
@@ -48,6 +48,7 @@ from datapulse.transports._http import (
     send_bytes,
     send_empty,
 )
+from datapulse.transports._jsonrpc import notification_json
 from datapulse.transports._negotiation import accepts, classify_era, is_valid_session_id, parse_last_event_id
 from datapulse.transports._sse_codec import encode_event, encode_message_event
 from datapulse.transports._streaming import end_sse, hold_open, start_sse
