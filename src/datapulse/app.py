@@ -19,19 +19,19 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from fastapi import FastAPI
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datapulse import __version__, _sdk
-from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, parse_networks
+from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, Networks, parse_networks
 from datapulse.auth.middleware import SecurityMiddleware
 from datapulse.auth.static import LOCAL_PRINCIPAL, StaticTokenVerifier, parse_token_list
 from datapulse.config import Settings
-from datapulse.errors import DataPulseError, MethodNotAllowed, Unavailable
+from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, Unavailable
 from datapulse.runtime import Runtime
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.registry import MemorySessionRegistry
@@ -148,7 +148,39 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         async with lifespan(runtime):
             yield
 
-    app = FastAPI(
+    allowed_hosts: list[str] | None
+    if settings.allowed_hosts:
+        allowed_hosts = list(settings.allowed_hosts)
+    elif settings.is_loopback:
+        allowed_hosts = list(LOOPBACK_HOST_PATTERNS)
+    else:
+        allowed_hosts = None
+    security = SecurityOptions(
+        verifier=verifier,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=list(settings.allowed_origins),
+        allow_loopback_origins=settings.is_loopback,
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
+
+    def endpoint(handler: Handler, *methods: str) -> _Endpoint:
+        return _Endpoint(runtime, handler, methods or None)
+
+    mcp = endpoint(streamable.handle)
+    messages = endpoint(sse.handle_post, "POST")
+    routes: dict[str, _Endpoint] = {
+        "/mcp": mcp,
+        "/mcp/": mcp,
+        "/sse": endpoint(sse.handle_get, "GET"),
+        "/messages": messages,
+        "/messages/": messages,
+        "/events": endpoint(datapulse_api.handle_events, "GET", "DELETE"),
+        "/message": endpoint(datapulse_api.handle_message, "POST"),
+        "/health": endpoint(_health, "GET"),
+    }
+    app = DataPulseApp(
+        routes,
+        security,
         title="DataPulse",
         version=__version__,
         lifespan=app_lifespan,
@@ -157,34 +189,6 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         openapi_url=None,
     )
     app.state.datapulse = runtime
-
-    def route(path: str, handler: Handler, methods: tuple[str, ...] | None) -> Route:
-        return Route(path, endpoint=_Endpoint(runtime, handler, methods))
-
-    for path in ("/mcp", "/mcp/"):
-        app.router.routes.append(route(path, streamable.handle, None))
-    app.router.routes.append(route("/sse", sse.handle_get, ("GET",)))
-    for path in ("/messages", "/messages/"):
-        app.router.routes.append(route(path, sse.handle_post, ("POST",)))
-    app.router.routes.append(route("/events", datapulse_api.handle_events, ("GET",)))
-    app.router.routes.append(route("/message", datapulse_api.handle_message, ("POST",)))
-    app.router.routes.append(route("/health", _health, ("GET",)))
-
-    allowed_hosts: list[str] | None
-    if settings.allowed_hosts:
-        allowed_hosts = list(settings.allowed_hosts)
-    elif settings.is_loopback:
-        allowed_hosts = list(LOOPBACK_HOST_PATTERNS)
-    else:
-        allowed_hosts = None
-    app.add_middleware(
-        SecurityMiddleware,
-        verifier=verifier,
-        allowed_hosts=allowed_hosts,
-        allowed_origins=list(settings.allowed_origins),
-        allow_loopback_origins=settings.is_loopback,
-        trusted_proxies=parse_networks(settings.trusted_proxies),
-    )
     return app
 
 
@@ -250,6 +254,71 @@ async def _reap_forever(runtime: Runtime) -> None:
             log.exception("idle-session reaper failed; retrying next interval")
 
 
+@dataclass(frozen=True)
+class SecurityOptions:
+    """How `SecurityMiddleware` is configured for one app (see its docstring)."""
+
+    verifier: StaticTokenVerifier | None
+    allowed_hosts: list[str] | None
+    allowed_origins: list[str]
+    allow_loopback_origins: bool
+    trusted_proxies: Networks
+
+
+class DataPulseApp(FastAPI):
+    """The FastAPI app `create_app` returns.
+
+    DataPulse's own endpoints are dispatched by a flat path table in front of FastAPI's router and
+    its exception/exit-stack middleware (a streamed MCP response passes through none of them); any
+    other route added to the app is served by FastAPI as usual. Middleware added with
+    ``app.add_middleware`` wraps both; the security middleware (Host/Origin, bearer auth) is outermost.
+    """
+
+    def __init__(self, routes: dict[str, _Endpoint], security: SecurityOptions, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._datapulse_routes = routes
+        self._security = security
+
+    def build_middleware_stack(self) -> ASGIApp:
+        user_middleware, self.user_middleware = self.user_middleware, []
+        try:
+            fallback = super().build_middleware_stack()
+        finally:
+            self.user_middleware = user_middleware
+        app: ASGIApp = _PathTable(self._datapulse_routes, fallback)
+        for cls, args, kwargs in reversed(user_middleware):
+            app = cls(app, *args, **kwargs)
+        options = self._security
+        return SecurityMiddleware(
+            app,
+            verifier=options.verifier,
+            allowed_hosts=options.allowed_hosts,
+            allowed_origins=options.allowed_origins,
+            allow_loopback_origins=options.allow_loopback_origins,
+            trusted_proxies=options.trusted_proxies,
+        )
+
+
+class _PathTable:
+    """Exact-path ASGI dispatch for DataPulse's endpoints; everything else goes to ``fallback``."""
+
+    def __init__(self, routes: dict[str, _Endpoint], fallback: ASGIApp) -> None:
+        self.routes = routes
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            root: str = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            endpoint = self.routes.get(path)
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
+
+
 class _Endpoint:
     """Adapts a transport handler to ASGI, mapping `DataPulseError` to its HTTP/JSON-RPC error and
     any unexpected exception to a bare 500 (logged, never a traceback to the client)."""
@@ -260,14 +329,6 @@ class _Endpoint:
         self.methods = methods
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = False
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
             if self.methods is not None and scope["method"] not in self.methods:
                 raise MethodNotAllowed(scope["method"], self.methods)
@@ -276,18 +337,22 @@ class _Endpoint:
                     "Service Unavailable: the DataPulse lifespan has not started (when mounting the app, enter "
                     "datapulse.mounted_lifespan(app) from the host app's lifespan)"
                 )
-            await self.handler(self.runtime, scope, receive, tracking_send)
+            await self.handler(self.runtime, scope, receive, send)
         except DataPulseError as error:
-            if started:
-                log.warning("error after the response started: %s", error.message)
-                return
-            await send_error(send, error)
-        except Exception:
+            await _send_if_not_started(send, error, log_as=None)
+        except Exception as exc:
             log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
-            if not started:
-                await send_json(
-                    send, 500, {"jsonrpc": "2.0", "id": None, "error": {"code": -32603, "message": "Internal error"}}
-                )
+            await _send_if_not_started(send, Internal("Internal error"), log_as=exc)
+
+
+async def _send_if_not_started(send: Send, error: DataPulseError, *, log_as: Exception | None) -> None:
+    """Send ``error`` as the response; if the response had already started, the server refuses a second
+    start (RuntimeError) and the error is only logged (the stream has already been ended by its owner)."""
+    try:
+        await send_error(send, error)
+    except RuntimeError:
+        if log_as is None:
+            log.warning("error after the response started: %s", error.message)
 
 
 async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:

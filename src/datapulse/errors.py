@@ -19,7 +19,8 @@ JSON-RPC error code, so every transport maps it to the wire the same way::
     ├── PayloadTooLarge                  413  -32600  body over ``max_body_bytes``
     ├── UnsupportedMediaType             415  -32600  Content-Type is not application/json
     ├── TooManySessions                  429  -32000  per-principal session cap reached
-    └── Unavailable                      503  -32000  server at capacity, shutting down, or outbox full
+    ├── Unavailable                      503  -32000  server at capacity, shutting down, or outbox full
+    └── Internal                         500  -32603  an unexpected server fault (details only in the log)
 
 Third-party errors are translated at the boundary (``raise X(...) from exc``);
 handlers' own errors stay JSON-RPC errors inside a 200 response, as MCP requires.
@@ -143,6 +144,10 @@ class TooManySessions(DataPulseError):
 class Unavailable(DataPulseError):
     http_status = 503
     jsonrpc_code = SERVER_ERROR
+
+
+class Internal(DataPulseError):
+    pass
 
 
 class StreamClosed(Exception):

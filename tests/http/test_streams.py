@@ -243,3 +243,12 @@ async def test_tools_see_the_calling_principal_on_every_transport(server: Runnin
             "/message", content=jsonrpc("tools/call", {"name": "whoami", "arguments": {}}), headers=JSON
         )
         assert direct.json()["result"]["content"][0]["text"] == "alice"
+
+
+async def test_delete_ends_a_datapulse_api_session_and_frees_its_slot(server: RunningServer) -> None:
+    async with server.client() as client:
+        assert (await client.post("/message?session_id=done", json=api("list_tools", "d1"))).status_code == 202
+        assert server.runtime.sessions.peek("done") is not None
+        assert (await client.delete("/events?session_id=done")).status_code == 200
+        assert server.runtime.sessions.peek("done") is None
+        assert (await client.delete("/events?session_id=done")).status_code == 404

@@ -36,7 +36,15 @@ from datapulse.sessions.registry import SessionKind
 from datapulse.sessions.streams import EventStream, SseConnection
 from datapulse.transports import _jsonrpc
 from datapulse.transports._dispatch import dispatch, dispatch_context
-from datapulse.transports._http import header, query_param, read_body, require_json_content_type, send_bytes, send_json
+from datapulse.transports._http import (
+    header,
+    query_param,
+    read_body,
+    require_json_content_type,
+    send_bytes,
+    send_empty,
+    send_json,
+)
 from datapulse.transports._negotiation import accepts, is_valid_datapulse_session_id, parse_last_event_id
 from datapulse.transports._sse_codec import encode_data_event, encode_retry
 from datapulse.transports._streaming import end_sse, hold_open, start_sse
@@ -125,7 +133,8 @@ def _session_id(scope: Scope) -> str | None:
 
 
 async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
-    """``GET /events?session_id=``: the session's event stream (creating the session if new).
+    """``GET /events?session_id=``: the session's event stream (creating the session if new);
+    ``DELETE /events?session_id=`` ends the session (its stream, waiting results and history).
 
     A ``Last-Event-ID`` header replays every event after that id; without it, the stream starts
     with the results that were waiting for a connection. A newer stream for the same session
@@ -138,6 +147,11 @@ async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: 
     session_id = _session_id(scope)
     if session_id is None:
         raise MissingSessionId("Bad Request: the session_id query parameter is required")
+    if scope["method"] == "DELETE":
+        await runtime.sessions.lookup(session_id, principal_of(scope).name, ApiSession)
+        await runtime.sessions.close(session_id, "client sent DELETE")
+        await send_empty(send, 200)
+        return
     _, sse_ok = accepts(header(scope, b"accept"))
     if not sse_ok:
         raise NotAcceptable("Not Acceptable: GET /events returns text/event-stream; add it to the Accept header")
