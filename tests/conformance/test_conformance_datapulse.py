@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.conformance, pytest.mark.anyio]
 SUITE_TIMEOUT_S = 600.0
 
 
-async def _wait_for_dynamic_tool(url: str) -> None:
+async def wait_for_dynamic_tool(url: str) -> None:
     """The fixture adds test_dynamic_tool shortly after start; list snapshots must include it (bounded poll)."""
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": modern_params({})}
     async with httpx2.AsyncClient(timeout=10) as client:
@@ -45,7 +45,7 @@ async def test_the_conformance_suite_passes_against_datapulse_serve(requirements
         pytest.skip(reason)
     # The suite sends no credentials; loopback without auth is allowed (and explicit).
     async with spawn_datapulse(["tests.conformance.fixture_server:app", "--insecure-no-auth"]) as proc:
-        await _wait_for_dynamic_tool(proc.url)
+        await wait_for_dynamic_tool(proc.url)
         result = await run_conformance(
             f"{proc.url}/mcp", requirements, expected_failures=EXPECTED_FAILURES_FILE, timeout_s=SUITE_TIMEOUT_S
         )

@@ -25,6 +25,8 @@ from tests.conformance.runner import (
     conformance_unavailable_reason,
     run_conformance,
 )
+from tests.conformance.test_conformance_datapulse import wait_for_dynamic_tool
+from tests.support.servers import ReadyServer
 
 pytestmark = [
     pytest.mark.conformance,
@@ -78,18 +80,14 @@ async def serve_sdk_reference() -> AsyncIterator[str]:
         log_config=None,
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+    server = ReadyServer(config)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve, [sock])
-            for _ in range(int(STARTUP_TIMEOUT_S / 0.05)):
-                if server.started:
-                    break
-                await anyio.sleep(0.05)
-            else:
-                raise TimeoutError(f"uvicorn did not start within {STARTUP_TIMEOUT_S}s")
+            tg.start_soon(server._serve, [sock])
+            with anyio.fail_after(STARTUP_TIMEOUT_S):
+                await server.ready.wait()
             # Let the lifespan add the dynamic tool/resource/prompt first, so list snapshots stay stable.
-            await anyio.sleep(fixture_server.DYNAMIC_DELAY_S + 0.5)
+            await wait_for_dynamic_tool(f"http://127.0.0.1:{port}")
             try:
                 yield f"http://127.0.0.1:{port}{MCP_PATH}"
             finally:

@@ -29,6 +29,7 @@ from tests.interop.node import (
     run_inspector_cli,
     run_js_client,
 )
+from tests.support.servers import ReadyServer
 
 _NODE_MISSING = node_unavailable_reason()
 pytestmark = [
@@ -140,23 +141,23 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = ReadyServer(config)
     finished = anyio.Event()
 
     async def serve() -> None:
         try:
-            await server.serve()
+            await server._serve()
         finally:
             finished.set()
+            server.ready.set()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(serve)
         with anyio.fail_after(STARTUP_TIMEOUT_S):
-            while not server.started:  # bounded polling: uvicorn exposes no started event
-                if finished.is_set():
-                    raise RuntimeError("uvicorn exited before it started serving (see its log above)")
-                await anyio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+            await server.ready.wait()
+        if finished.is_set():
+            raise RuntimeError("uvicorn exited before it started serving (see its log above)")
+        port = server.port
         try:
             yield f"http://127.0.0.1:{port}"
         finally:
