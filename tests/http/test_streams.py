@@ -252,3 +252,23 @@ async def test_delete_ends_a_datapulse_api_session_and_frees_its_slot(server: Ru
         assert (await client.delete("/events?session_id=done")).status_code == 200
         assert server.runtime.sessions.peek("done") is None
         assert (await client.delete("/events?session_id=done")).status_code == 404
+
+
+async def test_notifications_cancelled_stops_a_2025_request_and_ends_its_exchange(
+    server: RunningServer, gates: Gates
+) -> None:
+    async with server.client() as client:
+        session_id = await legacy_initialize(client)
+        answers: list[dict[str, Any]] = []
+
+        async def call() -> None:
+            body = jsonrpc("tools/call", {"name": "wait_for", "arguments": {"gate": "never"}}, 41)
+            answers.append((await client.post("/mcp", content=body, headers=legacy_headers(session_id))).json())
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(call)
+            with anyio.fail_after(5):
+                await gates.entered["never"].wait()
+            cancel = jsonrpc("notifications/cancelled", {"requestId": 41}, request_id=None)
+            assert (await client.post("/mcp", content=cancel, headers=legacy_headers(session_id))).status_code == 202
+        assert answers == [{"jsonrpc": "2.0", "id": 41, "error": {"code": -32800, "message": "Request cancelled"}}]

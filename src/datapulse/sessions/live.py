@@ -157,9 +157,11 @@ class LiveSession:
     # --- lifecycle ----------------------------------------------------------------------------------------------
     @property
     def is_open(self) -> bool:
+        """Whether the session accepts messages (NEW or ACTIVE)."""
         return is_open(self.state)
 
     def activate(self) -> None:
+        """Mark first use (NEW → ACTIVE); a no-op afterwards."""
         if self.state is SessionState.NEW:
             self.state = transition(self.state, SessionEvent.ACTIVATE)
 

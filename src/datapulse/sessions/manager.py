@@ -143,10 +143,12 @@ class SessionManager:
             await self.close(session_id, reason)
 
     def stream_opened(self, kind: SessionKind) -> None:
+        """Count an SSE stream of ``kind`` as open (reported by ``/health``)."""
         self._streams[kind] += 1
         self._signal_change()
 
     def stream_closed(self, kind: SessionKind) -> None:
+        """Count an SSE stream of ``kind`` as closed."""
         self._streams[kind] -= 1
         self._signal_change()
 
@@ -155,4 +157,5 @@ class SessionManager:
         return {kind: self._streams.get(kind, 0) for kind in SessionKind}
 
     def live_sessions(self) -> list[LiveSession]:
+        """A snapshot of this process's open sessions."""
         return list(self._live.values())

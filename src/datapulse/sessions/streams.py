@@ -67,7 +67,7 @@ class SseConnection:
             self.abort(f"client read nothing for {self._timeout_s:g} s; outbound stream backpressure limit reached")
             raise StreamClosed from None
 
-    def offer(self, frame: bytes) -> bool:
+    def offer(self) -> bool:
         """Whether a non-urgent frame (a keepalive) may be written now without queueing behind others."""
         return not self.closed and not self._lock.locked()
 

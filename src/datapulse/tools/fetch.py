@@ -65,9 +65,11 @@ class FetchPolicy:
     allowlist: Sequence[str] = ()
 
     def host_allowlisted(self, host: str) -> bool:
+        """Whether ``host`` is an allowlisted name (exact, case-insensitive)."""
         return host.lower() in {entry.lower() for entry in self.allowlist if "/" not in entry and not _is_ip(entry)}
 
     def address_allowlisted(self, address: IPAddress) -> bool:
+        """Whether ``address`` falls in an allowlisted CIDR or equals an allowlisted IP."""
         for entry in self.allowlist:
             try:
                 if address in ipaddress.ip_network(entry, strict=False):

@@ -45,7 +45,7 @@ async def hold_open(receive: Receive, connection: SseConnection, cancel: anyio.C
                         connection.mark_closed()
                         return "client disconnected"
                     continue
-                if connection.offer(PING_FRAME):
+                if connection.offer():
                     await connection.write(PING_FRAME)
         except StreamClosed:
             pass

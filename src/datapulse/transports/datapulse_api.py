@@ -108,6 +108,7 @@ class ApiSession(LiveSession):
         self._accepted += 1
 
     async def emit_event(self, event: dict[str, Any]) -> None:
+        """Append one result event (releasing the slot `reserve` claimed) and deliver it if a stream is open."""
         self._accepted = max(0, self._accepted - 1)
         text = _jsonrpc.dumps(event)
         await self.events.emit(lambda event_id: encode_data_event(text, event_id=event_id))

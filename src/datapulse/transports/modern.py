@@ -154,7 +154,7 @@ class ModernExchange:
                 if not self._sse_ok:
                     continue
                 connection = await self._commit()
-                if connection.offer(PING_FRAME):
+                if connection.offer():
                     await connection.write(PING_FRAME)
         except StreamClosed:
             return
@@ -184,6 +184,7 @@ class ModernExchange:
             await self._send({"type": "http.response.body", "body": retry, "more_body": False})
 
     def disarm(self) -> None:
+        """Cancel the pending watcher timer and the watcher task (the exchange is over)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

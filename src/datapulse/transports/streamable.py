@@ -35,7 +35,7 @@ from datapulse.errors import (
     StreamClosed,
 )
 from datapulse.runtime import Runtime
-from datapulse.sessions.live import LiveSession
+from datapulse.sessions.live import REQUEST_CANCELLED, LiveSession
 from datapulse.sessions.registry import SessionKind
 from datapulse.sessions.streams import EventStream, SseConnection
 from datapulse.transports import _jsonrpc, modern
@@ -84,6 +84,7 @@ class StreamableSession(LiveSession):
         return self._seq
 
     def new_request_stream(self) -> EventStream:
+        """A new resumable stream for one POSTed request (the last `RECENT_REQUEST_STREAMS` are kept)."""
         self._stream_no += 1
         stream = EventStream(f"r{self._stream_no}", self._history_max, self._next_seq)
         self.request_streams[stream.key] = stream
@@ -92,10 +93,12 @@ class StreamableSession(LiveSession):
         return stream
 
     def find_stream(self, key: str) -> EventStream | None:
+        """The standalone or request stream named by an event-id prefix, or None if it is gone."""
         return self.standalone if key == STANDALONE_KEY else self.request_streams.get(key)
 
     @property
     def primes(self) -> bool:
+        """Whether SSE streams start with a priming event (client speaks 2025-11-25 or later)."""
         return self.connection.protocol_version >= PRIMING_SINCE
 
     @property
@@ -111,6 +114,7 @@ class StreamableSession(LiveSession):
                 stream.connection.abort(reason)
 
     async def emit_standalone(self, message_json: str) -> None:
+        """Send a message not tied to a request on the GET stream (kept for replay while none is open)."""
         await self.standalone.emit(lambda event_id: encode_message_event(message_json, event_id=event_id))
 
     # Standalone channel for the SDK Connection: the GET stream (buffered while none is connected).
@@ -155,11 +159,12 @@ class PostExchange:
             await stream.emit(lambda event_id: encode_event("", event_id=event_id, retry_ms=retry_ms))
         return stream
 
-    async def finish(self, response_text: str | None) -> None:
-        """Send the result and end the response (``None``: the client cancelled the request)."""
+    async def finish(self, response_text: str | None, request_id: str | int) -> None:
+        """Send the result and end the response (``None``: the client cancelled the request with
+        ``notifications/cancelled``; the HTTP exchange still needs an end, so it gets -32800)."""
         session = self._session
         if response_text is None:
-            response_text = _jsonrpc.error_json(None, -32800, "Request cancelled")
+            response_text = _jsonrpc.error_json(request_id, REQUEST_CANCELLED, "Request cancelled")
         stream = self.stream
         if stream is None:
             await send_bytes(self._send, 200, response_text.encode(), extra=_session_header(session.id))
@@ -243,7 +248,7 @@ async def _post(runtime: Runtime, scope: Scope, receive: Receive, send: Send) ->
         allow_aliases=False,
         can_send_request=sse_ok,
     )
-    await exchange.finish(response)
+    await exchange.finish(response, message.id)
 
 
 async def _initialize(
