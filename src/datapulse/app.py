@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,8 +31,12 @@ from datapulse import __version__, _sdk
 from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, Networks, parse_networks
 from datapulse.auth.middleware import SecurityMiddleware
 from datapulse.auth.static import LOCAL_PRINCIPAL, StaticTokenVerifier, parse_token_list
+from datapulse.cluster import routing
+from datapulse.cluster.node import ClusterNode
+from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
 from datapulse.config import Settings
 from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, Unavailable
+from datapulse.request_state import RequestStateKeyError, install_request_state_security
 from datapulse.runtime import Runtime
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.registry import MemorySessionRegistry
@@ -132,15 +137,25 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
     if verifier is None and not settings.is_loopback:
         log.warning("serving %s WITHOUT authentication (insecure_no_auth)", settings.host)
     target = server if server is not None else load_server(settings.app, settings)
+    lowlevel = _sdk.lowlevel_server(target)
+    try:
+        install_request_state_security(target, settings)
+    except RequestStateKeyError as exc:
+        raise ConfigurationError(str(exc)) from None
+    node_id = secrets.token_hex(4)
+    cluster = ClusterNode(settings, node_id) if settings.cluster else None
     runtime = Runtime(
         settings=settings,
-        server=_sdk.lowlevel_server(target),
+        server=lowlevel,
         sessions=SessionManager(
-            MemorySessionRegistry(),
+            cluster.registry if cluster is not None else MemorySessionRegistry(),
             idle_ttl_s=settings.session_idle_ttl_s,
             max_sessions=settings.max_sessions,
             max_sessions_per_principal=settings.max_sessions_per_principal,
+            node_id=node_id if cluster is not None else "",
         ),
+        node_id=node_id,
+        cluster=cluster,
     )
 
     @asynccontextmanager
@@ -163,20 +178,20 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         trusted_proxies=parse_networks(settings.trusted_proxies),
     )
 
-    def endpoint(handler: Handler, *methods: str) -> _Endpoint:
-        return _Endpoint(runtime, handler, methods or None)
+    def endpoint(path: str, handler: Handler, *methods: str) -> _Endpoint:
+        return _Endpoint(runtime, handler, methods or None, path)
 
-    mcp = endpoint(streamable.handle)
-    messages = endpoint(sse.handle_post, "POST")
+    mcp = endpoint("/mcp", streamable.handle)
+    messages = endpoint("/messages", sse.handle_post, "POST")
     routes: dict[str, _Endpoint] = {
         "/mcp": mcp,
         "/mcp/": mcp,
-        "/sse": endpoint(sse.handle_get, "GET"),
+        "/sse": endpoint("/sse", sse.handle_get, "GET"),
         "/messages": messages,
         "/messages/": messages,
-        "/events": endpoint(datapulse_api.handle_events, "GET", "DELETE"),
-        "/message": endpoint(datapulse_api.handle_message, "POST"),
-        "/health": endpoint(_health, "GET"),
+        "/events": endpoint("/events", datapulse_api.handle_events, "GET", "DELETE"),
+        "/message": endpoint("/message", datapulse_api.handle_message, "POST"),
+        "/health": endpoint("/health", _health, "GET"),
     }
     app = DataPulseApp(
         routes,
@@ -189,6 +204,8 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         openapi_url=None,
     )
     app.state.datapulse = runtime
+    if cluster is not None:
+        cluster.tunnels.app = app
     return app
 
 
@@ -221,8 +238,11 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
     """Run one DataPulse app: enter the MCP server's lifespan once, reap idle sessions, and on exit
     end every open stream and session within ``graceful_shutdown_timeout_s``."""
     server = runtime.server
+    cluster = runtime.cluster
     async with server.lifespan(server) as state, anyio.create_task_group() as tasks:
         runtime.lifespan_state = state
+        if cluster is not None:
+            await tasks.start(cluster.run)
         runtime.running = True
         tasks.start_soon(_reap_forever, runtime)
         try:
@@ -231,6 +251,8 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
             await shutdown(runtime)
             runtime.running = False
             tasks.cancel_scope.cancel()
+            if cluster is not None:
+                await cluster.leave()
 
 
 async def shutdown(runtime: Runtime) -> None:
@@ -323,21 +345,31 @@ class _Endpoint:
     """Adapts a transport handler to ASGI, mapping `DataPulseError` to its HTTP/JSON-RPC error and
     any unexpected exception to a bare 500 (logged, never a traceback to the client)."""
 
-    def __init__(self, runtime: Runtime, handler: Handler, methods: tuple[str, ...] | None) -> None:
+    def __init__(self, runtime: Runtime, handler: Handler, methods: tuple[str, ...] | None, path: str = "") -> None:
         self.runtime = runtime
         self.handler = handler
         self.methods = methods
+        self.path = path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        runtime = self.runtime
         try:
             if self.methods is not None and scope["method"] not in self.methods:
                 raise MethodNotAllowed(scope["method"], self.methods)
-            if not self.runtime.running and self.handler is not _health:
+            if not runtime.running and self.handler is not _health:
                 raise Unavailable(
                     "Service Unavailable: the DataPulse lifespan has not started (when mounting the app, enter "
                     "datapulse.mounted_lifespan(app) from the host app's lifespan)"
                 )
-            await self.handler(self.runtime, scope, receive, send)
+            cluster = runtime.cluster
+            if cluster is not None and not scope.get(TUNNELLED_SCOPE_KEY):
+                session_id = routing.session_id_of(self.path, scope)
+                if session_id is not None and runtime.sessions.peek(session_id) is None:
+                    routed = await routing.route(runtime, cluster, session_id, scope, receive, send)
+                    if routed is None:
+                        return
+                    receive = routed
+            await self.handler(runtime, scope, receive, send)
         except DataPulseError as error:
             await _send_if_not_started(send, error, log_as=None)
         except Exception as exc:

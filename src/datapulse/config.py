@@ -94,6 +94,37 @@ class Settings(BaseSettings):
         default=10.0, ge=0, description="Bound on draining open streams and requests at shutdown."
     )
 
+    # --- cluster mode (Redis) -------------------------------------------------------------------------------------
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("redis_url", "DATAPULSE_REDIS_URL", "REDIS_URL"),
+        description="Cluster mode: redis:// or rediss:// URL (may carry a password) shared by every instance. "
+        "Empty: single-process mode. Alias: REDIS_URL.",
+    )
+    redis_key_prefix: str = Field(
+        default="dp", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key and channel."
+    )
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0, description="Bound on one Redis command; past it the request fails with 503."
+    )
+    node_heartbeat_ttl_s: float = Field(
+        default=5.0, ge=1, description="An instance whose heartbeat is older than this is dead (failover)."
+    )
+    forward_timeout_s: float = Field(
+        default=5.0, gt=0, description="How long a forwarded request waits for the owning instance to answer."
+    )
+    event_history_ttl_s: float = Field(
+        default=3600.0, gt=0, description="Cluster mode: how long a session's stored SSE events stay resumable."
+    )
+    request_state_keys: SecretStr | None = Field(
+        default=None,
+        description="requestState sealing keys (multi-round-trip requests), comma-separated, each >= 32 bytes; "
+        "the first seals, all unseal (rotation: 'new,old'). Required in cluster mode so any instance unseals.",
+    )
+    request_state_audience: str | None = Field(
+        default=None, description="Audience sealed into requestState; default: the MCP server's name."
+    )
+
     # --- built-in demo tools --------------------------------------------------------------------------------------
     fetch_timeout_s: float = Field(default=5.0, gt=0, description="fetch_url: whole-request timeout in seconds.")
     fetch_max_bytes: int = Field(default=1024 * 1024, ge=1, description="fetch_url: most bytes read per response.")
@@ -119,6 +150,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR") from exc
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value():
+            scheme = value.get_secret_value().partition("://")[0]
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return value
+
     @field_validator("root_path")
     @classmethod
     def _root_path_shape(cls, value: str) -> str:
@@ -137,6 +177,11 @@ class Settings(BaseSettings):
     def has_static_tokens(self) -> bool:
         """Whether any static bearer token is configured."""
         return self.token is not None or self.tokens is not None
+
+    @property
+    def cluster(self) -> bool:
+        """Whether cluster mode (Redis) is on."""
+        return self.redis_url is not None and bool(self.redis_url.get_secret_value())
 
     @property
     def is_loopback(self) -> bool:

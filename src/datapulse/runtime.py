@@ -5,13 +5,17 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from datapulse import _sdk
 from datapulse.config import Settings
 from datapulse.sessions.manager import SessionManager
+from datapulse.sessions.streams import EventJournal
+
+if TYPE_CHECKING:
+    from datapulse.cluster.node import ClusterNode
 
 
 @dataclass
@@ -25,7 +29,8 @@ class Runtime:
         lifespan_state: the value the server's lifespan yielded (entered once per process).
         shutdown: set when the server begins shutting down; long-lived streams end when it is set.
         started_at: process start, `time.time()` seconds.
-        node_id: a random id for this process (log correlation; cluster routing later).
+        node_id: a random id for this process (log correlation, cluster routing).
+        cluster: the cluster services when ``redis_url`` is set, else None (single-process mode).
     """
 
     settings: Settings
@@ -35,6 +40,7 @@ class Runtime:
     shutdown: anyio.Event = field(default_factory=anyio.Event)
     started_at: float = field(default_factory=time.time)
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    cluster: ClusterNode | None = None
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
     running: bool = False
     """True between the lifespan's start and the beginning of shutdown's stream teardown."""
@@ -42,3 +48,7 @@ class Runtime:
     def new_session_id(self) -> str:
         """A fresh, unguessable session id (192 random bits, URL-safe)."""
         return secrets.token_urlsafe(24)
+
+    def journal(self, session_id: str) -> EventJournal | None:
+        """Where ``session_id``'s SSE events are stored durably (cluster mode), or None."""
+        return None if self.cluster is None else self.cluster.journal(session_id)

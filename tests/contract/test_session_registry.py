@@ -1,22 +1,33 @@
-"""One contract for every `SessionRegistry` backend (memory now; Redis joins this parametrization)."""
+"""One contract for every `SessionRegistry` backend: in memory, and on a real redis-server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from datapulse.cluster.registry import RedisSessionRegistry
+from datapulse.cluster.store import Keys, connect
 from datapulse.errors import TooManySessions, Unavailable
 from datapulse.sessions.registry import MemorySessionRegistry, SessionKind, SessionRecord, SessionRegistry
+from tests.support.redis_server import run_redis
 
 pytestmark = pytest.mark.anyio
 
-BACKENDS: dict[str, Callable[[], SessionRegistry]] = {"memory": MemorySessionRegistry}
 
-
-@pytest.fixture(params=sorted(BACKENDS))
-def registry(request: pytest.FixtureRequest) -> SessionRegistry:
-    return BACKENDS[request.param]()
+@pytest.fixture(params=["memory", "redis"])
+async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionRegistry]:
+    if request.param == "memory":
+        yield MemorySessionRegistry()
+        return
+    async with run_redis(tmp_path) as server:
+        client = connect(server.url, timeout_s=2.0)
+        try:
+            yield RedisSessionRegistry(client, Keys("test"), "node-a", idle_ttl_s=3600.0)
+        finally:
+            await client.aclose()
 
 
 def record(
@@ -72,3 +83,25 @@ async def test_counts_are_per_kind(registry: SessionRegistry) -> None:
     await registry.add(record("c", kind=SessionKind.DATAPULSE_API), max_total=10, max_per_principal=10)
     counts = await registry.counts()
     assert counts == {SessionKind.SSE: 2, SessionKind.DATAPULSE_API: 1, SessionKind.STREAMABLE_HTTP: 0}
+
+
+async def test_the_handshake_is_stored_on_the_record(registry: SessionRegistry) -> None:
+    await registry.add(record("s1", kind=SessionKind.STREAMABLE_HTTP), max_total=10, max_per_principal=10)
+    await registry.annotate("s1", protocol_version="2025-11-25", initialize_params='{"a": 1}')
+    await registry.annotate("unknown", protocol_version="2025-11-25", initialize_params="{}")
+    stored = await registry.get("s1")
+    assert stored == replace(
+        record("s1", kind=SessionKind.STREAMABLE_HTTP), protocol_version="2025-11-25", initialize_params='{"a": 1}'
+    )
+    assert await registry.get("unknown") is None
+
+
+async def test_a_claim_moves_ownership_only_from_the_expected_owner(registry: SessionRegistry) -> None:
+    owned = replace(record("s1"), owner="dead-node", epoch="abc")
+    await registry.add(owned, max_total=10, max_per_principal=10)
+    assert await registry.claim("s1", from_owner="someone-else", to_owner="node-a", now=1.0) is None
+    claimed = await registry.claim("s1", from_owner="dead-node", to_owner="node-a", now=1.0)
+    assert claimed == replace(owned, owner="node-a")
+    assert await registry.claim("s1", from_owner="dead-node", to_owner="node-b", now=2.0) is None
+    assert await registry.get("s1") == replace(owned, owner="node-a")
+    assert await registry.claim("unknown", from_owner="", to_owner="node-a", now=1.0) is None

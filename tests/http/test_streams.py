@@ -123,7 +123,10 @@ async def test_the_events_stream_replays_exactly_what_the_client_missed(server: 
                 assert posted.status_code == 202
                 assert posted.json() == {"status": "queued", "request_id": f"r{n}"}
             first = await reader.next_event()
-            assert first.event_id == "e.1"
+            assert first.event_id is not None
+            assert first.event_id.endswith("e.1")
+            key = first.event_id.removesuffix(".1")
+            assert len(key) == 9, "a random 8-character prefix makes event ids unguessable"
             assert json.loads(first.data) == {"type": "tool_result", "request_id": "r1", "data": {"result": "m1"}}
         for n in (3,):
             assert (
@@ -132,14 +135,16 @@ async def test_the_events_stream_replays_exactly_what_the_client_missed(server: 
                     json=api("call_tool", f"r{n}", {"name": "echo", "arguments": {"message": f"m{n}"}}),
                 )
             ).status_code == 202
-        async with open_sse(client, "GET", "/events?session_id=replay", headers={"Last-Event-ID": "e.1"}) as reader:
+        async with open_sse(
+            client, "GET", "/events?session_id=replay", headers={"Last-Event-ID": first.event_id}
+        ) as reader:
             await reader.next_event()  # retry hint
             replayed = [await reader.next_event() for _ in range(2)]
-            assert [e.event_id for e in replayed] == ["e.2", "e.3"]
+            assert [e.event_id for e in replayed] == [f"{key}.2", f"{key}.3"]
             assert [json.loads(e.data)["request_id"] for e in replayed] == ["r2", "r3"]
             assert (await client.post("/message?session_id=replay", json=api("list_tools", "r4"))).status_code == 202
             live = await reader.next_event()
-            assert live.event_id == "e.4"
+            assert live.event_id == f"{key}.4"
             listed = json.loads(live.data)
             assert listed["type"] == "list_tools"
             assert "echo" in [t["name"] for t in listed["data"]["tools"]]

@@ -37,6 +37,7 @@ COMMAND_TIMEOUT_S: Final = 20.0
 EVENT_TIMEOUT_S: Final = 10.0
 STOP_TIMEOUT_S: Final = 5.0
 DEMO_TOOLS: Final = ["get_time", "fetch_url", "echo", "add", "uppercase_text"]
+API_EVENT_ID: Final = re.compile(r"[A-Za-z0-9_-]{8}e\.[0-9]+")
 ISO_UTC_Z: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
 needs_curl: Final = pytest.mark.skipif(
@@ -256,6 +257,20 @@ async def stop(process: Process) -> None:
         await process.wait()
 
 
+def seq_of(event_id: str | None) -> int:
+    """The sequence number of a DataPulse API event id ``<random stream key>.<n>``."""
+    assert event_id is not None
+    assert API_EVENT_ID.fullmatch(event_id), event_id
+    return int(event_id.rpartition(".")[2])
+
+
+def stream_of(event_id: str | None) -> str:
+    """The stream key of a DataPulse API event id (random per session, ending in ``e``)."""
+    assert event_id is not None
+    assert API_EVENT_ID.fullmatch(event_id), event_id
+    return event_id.rpartition(".")[0]
+
+
 # --- the tests -------------------------------------------------------------------------------------------------------
 
 
@@ -272,11 +287,12 @@ async def datapulse() -> AsyncIterator[RunningServer]:
 
 def test_readme_documents_the_datapulse_api_with_curl(readme: ReadmeApi) -> None:
     assert [post.message["type"] for post in readme.posts] == ["list_tools", "call_tool"]
-    assert [frame.event_id for frame in readme.expected_frames] == ["e.1", "e.2"]
+    assert [seq_of(frame.event_id) for frame in readme.expected_frames] == [1, 2]
+    assert len({stream_of(frame.event_id) for frame in readme.expected_frames}) == 1
     assert [readme_value(f)["request_id"] for f in readme.expected_frames] == [
         p.message["request_id"] for p in readme.posts
     ]
-    assert readme.resume_after == "e.1"
+    assert readme.resume_after == readme.expected_frames[0].event_id
     assert ISO_UTC_Z.fullmatch(readme_value(readme.expected_frames[1])["data"]["time"])
 
 
@@ -298,7 +314,9 @@ def assert_matches_readme(frames: list[Frame], readme: ReadmeApi, before: dateti
     assert len(frames) == len(readme.expected_frames)
     for frame, expected in zip(frames, readme.expected_frames, strict=True):
         # The README's two-line frames: `id: <id>` then `data: <one-line JSON>`, nothing else.
-        assert frame.text == f"id: {expected.event_id}\ndata: {frame.data}", frame.text
+        assert frame.text == f"id: {frame.event_id}\ndata: {frame.data}", frame.text
+        assert seq_of(frame.event_id) == seq_of(expected.event_id)
+        assert stream_of(frame.event_id) == stream_of(frames[0].event_id)
         actual_value = json.loads(frame.data or "")
         expected_value = readme_value(expected)
         assert shape(actual_value) == shape(expected_value), (frame.text, expected.text)
@@ -332,9 +350,10 @@ async def test_readme_curl_reconnect_with_last_event_id_replays_exactly_the_even
         await first.next_frame()
         frames, _, _ = await post_and_receive(readme, datapulse, first)
         # The client goes away (curl is stopped) before reconnecting.
-    assert [f.event_id for f in frames] == ["e.1", "e.2"]
+    assert [seq_of(f.event_id) for f in frames] == [1, 2]
 
-    resumed_command = readme.stream_command.replace("curl ", f'curl -H "Last-Event-ID: {readme.resume_after}" ', 1)
+    resume_after = frames[0].event_id  # the README's id, as this server numbered it
+    resumed_command = readme.stream_command.replace("curl ", f'curl -H "Last-Event-ID: {resume_after}" ', 1)
     async with background_stream(localize(resumed_command, datapulse)) as resumed:
         replayed = await resumed.next_event()
         assert replayed == frames[1], "the first event after a reconnect must be the one right after Last-Event-ID"
@@ -348,7 +367,7 @@ async def test_readme_curl_reconnect_with_last_event_id_replays_exactly_the_even
         status, body = await run_post(fresh, datapulse)
         assert (status, body) == (202, {"status": "queued", "request_id": "req-3"})
         following = await resumed.next_event()
-    assert following.event_id == "e.3", following.text
+    assert following.event_id == f"{stream_of(frames[0].event_id)}.3", following.text
     assert json.loads(following.data or "")["request_id"] == "req-3"
     assert json.loads(following.data or "")["type"] == "list_tools"
 

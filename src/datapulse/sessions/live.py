@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
@@ -138,9 +139,12 @@ class LiveSession:
         server: _sdk.Server[Any],
         lifespan_state: Any,
         server_request_timeout_s: float,
+        epoch: str | None = None,
     ) -> None:
         self.id = session_id
         self.principal = principal
+        self.epoch = epoch if epoch is not None else secrets.token_urlsafe(6)
+        """Random prefix of this session's stream keys: event ids cannot be guessed from the session id."""
         self.state = SessionState.NEW
         self._server_request_timeout_s = server_request_timeout_s
         self._in_flight: dict[RequestId, CancelScope] | None = None

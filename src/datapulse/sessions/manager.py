@@ -33,7 +33,9 @@ class SessionManager:
         idle_ttl_s: a session idle (no request, no open stream) this long is expired.
         max_sessions: cap on open sessions of all kinds.
         max_sessions_per_principal: cap on one principal's open sessions.
-        clock: monotonic seconds; injectable so tests can expire sessions without waiting.
+        clock: seconds; injectable so tests can expire sessions without waiting. Wall-clock by default,
+            so activity times mean the same on every instance of a cluster.
+        node_id: this instance, recorded as the owner of the sessions it opens.
     """
 
     def __init__(
@@ -43,8 +45,10 @@ class SessionManager:
         idle_ttl_s: float,
         max_sessions: int,
         max_sessions_per_principal: int,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        node_id: str = "",
     ) -> None:
+        self.node_id = node_id
         self.registry = registry
         self.idle_ttl_s = idle_ttl_s
         self.max_sessions = max_sessions
@@ -74,12 +78,20 @@ class SessionManager:
         """
         if not self.accepting:
             raise Unavailable("Service Unavailable: the server is shutting down; reconnect shortly")
-        record = SessionRecord(session.id, session.kind, session.principal, self.clock())
+        record = SessionRecord(
+            session.id, session.kind, session.principal, self.clock(), owner=self.node_id, epoch=session.epoch
+        )
         await self.registry.add(record, max_total=self.max_sessions, max_per_principal=self.max_sessions_per_principal)
         self._live[session.id] = session
         self._signal_change()
         log.debug("session %s opened (%s, principal %s)", session.id, session.kind.value, session.principal)
         return session
+
+    def adopt(self, session: LiveSession) -> None:
+        """Make a session taken over from a dead instance findable here (its record was claimed already)."""
+        self._live[session.id] = session
+        self._signal_change()
+        log.info("session %s (%s) taken over from a dead instance", session.id[:16], session.kind.value)
 
     def peek(self, session_id: str) -> LiveSession | None:
         """The live session with ``session_id`` regardless of principal (for id-collision checks)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
@@ -36,12 +36,21 @@ class SessionRecord:
         kind: which transport opened it.
         principal: the authenticated principal that opened it; only it may use the session.
         created_at: opening time, in the registry clock's seconds.
+        owner: the node id of the instance holding the session's live state ("" in single-process mode).
+        epoch: a random per-session prefix of the session's SSE stream keys (so event ids are unguessable).
+        protocol_version: the negotiated protocol version, once known (Streamable HTTP sessions).
+        initialize_params: the client's ``initialize`` params as JSON text, once initialized (failover
+            rebuilds the session from them without a new handshake).
     """
 
     session_id: str
     kind: SessionKind
     principal: str
     created_at: float
+    owner: str = ""
+    epoch: str = ""
+    protocol_version: str | None = None
+    initialize_params: str | None = None
 
 
 class SessionRegistry(Protocol):
@@ -67,6 +76,19 @@ class SessionRegistry(Protocol):
 
     async def remove(self, session_id: str) -> SessionRecord | None:
         """Forget ``session_id``; returns its record, or None if it was unknown."""
+        ...
+
+    async def annotate(self, session_id: str, *, protocol_version: str, initialize_params: str) -> None:
+        """Store the handshake's outcome on ``session_id`` (no-op for unknown ids)."""
+        ...
+
+    async def claim(self, session_id: str, *, from_owner: str, to_owner: str, now: float) -> SessionRecord | None:
+        """Move ``session_id`` to ``to_owner`` if ``from_owner`` still owns it (compare-and-set: of two
+        instances claiming a dead owner's session, exactly one wins).
+
+        Returns:
+            The updated record, or None if the session is unknown or owned by someone else now.
+        """
         ...
 
     async def idle_since(self, cutoff: float) -> list[str]:
@@ -121,6 +143,21 @@ class MemorySessionRegistry:
         if self._per_principal[record.principal] <= 0:
             del self._per_principal[record.principal]
         self._per_kind[record.kind] -= 1
+        return record
+
+    async def annotate(self, session_id: str, *, protocol_version: str, initialize_params: str) -> None:
+        record = self._records.get(session_id)
+        if record is not None:
+            self._records[session_id] = replace(
+                record, protocol_version=protocol_version, initialize_params=initialize_params
+            )
+
+    async def claim(self, session_id: str, *, from_owner: str, to_owner: str, now: float) -> SessionRecord | None:
+        record = self._records.get(session_id)
+        if record is None or record.owner != from_owner:
+            return None
+        record = self._records[session_id] = replace(record, owner=to_owner)
+        self._last_seen[session_id] = now
         return record
 
     async def idle_since(self, cutoff: float) -> list[str]:

@@ -20,12 +20,25 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from starlette.types import Send
 
-from datapulse.errors import StreamClosed
+from datapulse.errors import StreamClosed, Unavailable
 
 log = logging.getLogger("datapulse.streams")
+
+
+class EventJournal(Protocol):
+    """Durable storage of a session's events (cluster mode: `datapulse.cluster.journal.RedisEventJournal`)."""
+
+    async def append(self, stream_key: str, seq: int, frame: bytes) -> None:
+        """Store frame ``seq`` of ``stream_key``; raises `Unavailable` when the store is down."""
+        ...
+
+    async def read_all(self) -> list[tuple[str, int, bytes]]:
+        """Every stored ``(stream key, seq, frame)``, oldest first; raises `Unavailable` when the store is down."""
+        ...
 
 
 class SseConnection:
@@ -94,14 +107,18 @@ class EventStream:
         history_max_events: frames kept for ``Last-Event-ID`` replay.
         next_seq: the session's shared sequence counter (event ids are unique across a session's
             streams, as spec 2025-11-25 basic/transports "Resumability and Redelivery" requires).
+        journal: where frames are stored durably before they are written (cluster mode), or None.
     """
 
-    __slots__ = ("_history", "_next_seq", "connection", "delivered_seq", "finished", "key")
+    __slots__ = ("_history", "_journal", "_next_seq", "connection", "delivered_seq", "finished", "key")
 
-    def __init__(self, key: str, history_max_events: int, next_seq: Callable[[], int]) -> None:
+    def __init__(
+        self, key: str, history_max_events: int, next_seq: Callable[[], int], journal: EventJournal | None = None
+    ) -> None:
         self.key = key
         self._history: deque[tuple[int, bytes]] = deque(maxlen=history_max_events)
         self._next_seq = next_seq
+        self._journal = journal
         self.connection: SseConnection | None = None
         self.delivered_seq = 0
         self.finished = False
@@ -134,6 +151,11 @@ class EventStream:
         if len(history) == history.maxlen and history and history[0][0] > self.delivered_seq:
             log.warning("stream %s: history full, dropping an undelivered event", self.key)
         history.append((seq, frame))
+        if self._journal is not None:
+            try:
+                await self._journal.append(self.key, seq, frame)
+            except Unavailable as exc:
+                log.warning("stream %s: event not stored for failover replay (%s)", self.key, exc.message)
         connection = self.connection
         if connection is None:
             return
@@ -143,6 +165,12 @@ class EventStream:
             if self.connection is connection:
                 self.connection = None
             return
+        self.delivered_seq = max(self.delivered_seq, seq)
+
+    def restore(self, seq: int, frame: bytes) -> None:
+        """Put a frame read back from the journal into the history (taking over a session); it counts
+        as delivered, so only a reconnect with ``Last-Event-ID`` replays it."""
+        self._history.append((seq, frame))
         self.delivered_seq = max(self.delivered_seq, seq)
 
     def knows(self, seq: int) -> bool:

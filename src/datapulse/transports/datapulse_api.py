@@ -32,7 +32,7 @@ from datapulse.errors import (
 )
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import LiveSession
-from datapulse.sessions.registry import SessionKind
+from datapulse.sessions.registry import SessionKind, SessionRecord
 from datapulse.sessions.streams import EventStream, SseConnection
 from datapulse.transports import _jsonrpc
 from datapulse.transports._dispatch import dispatch, dispatch_context
@@ -52,7 +52,7 @@ from datapulse.transports._streaming import end_sse, hold_open, start_sse
 log = logging.getLogger("datapulse.transport.api")
 
 TRANSPORT_KIND = "datapulse-api"
-EVENTS_STREAM_KEY = "e"
+EVENTS_STREAM_SUFFIX = "e"
 MESSAGE_TYPES = {"list_tools": "tools/list", "call_tool": "tools/call"}
 _CLIENT_INFO = {"name": "datapulse-api", "version": "1"}
 
@@ -62,12 +62,23 @@ class ApiSession(LiveSession):
 
     kind = SessionKind.DATAPULSE_API
 
-    def __init__(self, session_id: str, principal: str, runtime: Runtime) -> None:
+    def __init__(self, session_id: str, principal: str, runtime: Runtime, *, epoch: str | None = None) -> None:
         super().__init__(
-            session_id, principal, runtime.server, runtime.lifespan_state, runtime.settings.server_request_timeout_s
+            session_id,
+            principal,
+            runtime.server,
+            runtime.lifespan_state,
+            runtime.settings.server_request_timeout_s,
+            epoch,
         )
         self._seq = 0
-        self.events = EventStream(EVENTS_STREAM_KEY, runtime.settings.outbound_queue_max_messages, self._next_seq)
+        self.journal = runtime.journal(session_id)
+        self.events = EventStream(
+            self.epoch + EVENTS_STREAM_SUFFIX,
+            runtime.settings.outbound_queue_max_messages,
+            self._next_seq,
+            self.journal,
+        )
         self._accepted = 0  # requests accepted whose result is not emitted yet
 
     def _make_connection(self) -> _sdk.Connection:
@@ -160,7 +171,7 @@ async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: 
     settings = runtime.settings
     after_seq: int | None = None
     resume = parse_last_event_id(header(scope, b"last-event-id"))
-    if resume is not None and resume[0] == EVENTS_STREAM_KEY and session.events.knows(resume[1]):
+    if resume is not None and resume[0] == session.events.key and session.events.knows(resume[1]):
         after_seq = resume[1]
     cancel = anyio.CancelScope()
     connection = SseConnection(send, settings.slow_client_timeout_s, on_abort=cancel.cancel)
@@ -221,6 +232,18 @@ async def handle_message(runtime: Runtime, scope: Scope, receive: Receive, send:
     session.activate()
     response_text = await session.handle_request(dctx, method, params)
     await session.emit_event(api_result_event(message_type, request_id, response_text))
+
+
+async def restore(runtime: Runtime, record: SessionRecord) -> ApiSession:
+    """Rebuild a DataPulse API session taken over from a dead instance: its event stream continues
+    with the same event ids, and every stored result can be replayed with ``Last-Event-ID``."""
+    session = ApiSession(record.session_id, record.principal, runtime, epoch=record.epoch)
+    if session.journal is not None:
+        for key, seq, frame in await session.journal.read_all():
+            session._seq = max(session._seq, seq)
+            if key == session.events.key:
+                session.events.restore(seq, frame)
+    return session
 
 
 def parse_api_message(obj: Any) -> tuple[str | int, str, dict[str, Any]]:

@@ -36,7 +36,7 @@ from datapulse.errors import (
 )
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import REQUEST_CANCELLED, LiveSession
-from datapulse.sessions.registry import SessionKind
+from datapulse.sessions.registry import SessionKind, SessionRecord
 from datapulse.sessions.streams import EventStream, SseConnection
 from datapulse.transports import _jsonrpc, modern
 from datapulse.transports._dispatch import dispatch
@@ -56,7 +56,8 @@ from datapulse.transports._streaming import end_sse, hold_open, start_sse
 log = logging.getLogger("datapulse.transport.streamable")
 
 TRANSPORT_KIND = "streamable-http"
-STANDALONE_KEY = "g"
+STANDALONE_SUFFIX = "g"
+REQUEST_STREAM_MARK = "r"
 RECENT_REQUEST_STREAMS = 32
 """Finished request streams kept per session so a client can still resume them."""
 ALLOWED_METHODS = ("GET", "POST", "DELETE")
@@ -69,15 +70,59 @@ class StreamableSession(LiveSession):
 
     kind = SessionKind.STREAMABLE_HTTP
 
-    def __init__(self, session_id: str, principal: str, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        principal: str,
+        runtime: Runtime,
+        *,
+        epoch: str | None = None,
+        handshake: tuple[str, _sdk.InitializeRequestParams] | None = None,
+    ) -> None:
+        self._handshake = handshake
         super().__init__(
-            session_id, principal, runtime.server, runtime.lifespan_state, runtime.settings.server_request_timeout_s
+            session_id,
+            principal,
+            runtime.server,
+            runtime.lifespan_state,
+            runtime.settings.server_request_timeout_s,
+            epoch,
         )
         self._history_max = runtime.settings.outbound_queue_max_messages
+        self.journal = runtime.journal(session_id)
         self._seq = 0
         self._stream_no = 0
-        self.standalone = EventStream(STANDALONE_KEY, self._history_max, self._next_seq)
+        self.standalone = EventStream(self.epoch + STANDALONE_SUFFIX, self._history_max, self._next_seq, self.journal)
         self.request_streams: OrderedDict[str, EventStream] = OrderedDict()
+
+    def _make_connection(self) -> _sdk.Connection:
+        if self._handshake is None:
+            return super()._make_connection()
+        protocol_version, client_params = self._handshake
+        connection = _sdk.Connection(
+            self, protocol_version=protocol_version, session_id=self.id, client_params=client_params
+        )
+        connection.initialized.set()
+        return connection
+
+    def restore_events(self, events: list[tuple[str, int, bytes]]) -> None:
+        """Rebuild the stream histories from journal entries ``(stream key, seq, frame)`` after a takeover:
+        the standalone stream continues, request streams come back finished (their handlers died)."""
+        request_prefix = self.epoch + REQUEST_STREAM_MARK
+        for key, seq, frame in events:
+            self._seq = max(self._seq, seq)
+            if key == self.standalone.key:
+                self.standalone.restore(seq, frame)
+                continue
+            number = key[len(request_prefix) :]
+            if not key.startswith(request_prefix) or not number.isdigit():
+                continue
+            self._stream_no = max(self._stream_no, int(number))
+            stream = self.request_streams.get(key)
+            if stream is None:
+                stream = self.request_streams[key] = EventStream(key, self._history_max, self._next_seq)
+                stream.finished = True
+            stream.restore(seq, frame)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -86,7 +131,8 @@ class StreamableSession(LiveSession):
     def new_request_stream(self) -> EventStream:
         """A new resumable stream for one POSTed request (the last `RECENT_REQUEST_STREAMS` are kept)."""
         self._stream_no += 1
-        stream = EventStream(f"r{self._stream_no}", self._history_max, self._next_seq)
+        key = f"{self.epoch}{REQUEST_STREAM_MARK}{self._stream_no}"
+        stream = EventStream(key, self._history_max, self._next_seq, self.journal)
         self.request_streams[stream.key] = stream
         while len(self.request_streams) > RECENT_REQUEST_STREAMS:
             self.request_streams.popitem(last=False)
@@ -94,7 +140,7 @@ class StreamableSession(LiveSession):
 
     def find_stream(self, key: str) -> EventStream | None:
         """The standalone or request stream named by an event-id prefix, or None if it is gone."""
-        return self.standalone if key == STANDALONE_KEY else self.request_streams.get(key)
+        return self.standalone if key == self.standalone.key else self.request_streams.get(key)
 
     @property
     def primes(self) -> bool:
@@ -261,10 +307,16 @@ async def _initialize(
         session, scope, message, _never, transport_kind=TRANSPORT_KIND, allow_aliases=False, can_send_request=False
     )
     assert response is not None
-    if session.connection.client_params is None:
+    client_params = session.connection.client_params
+    if client_params is None:
         await runtime.sessions.close(session.id, "initialize failed")
         await send_bytes(send, 200, response.encode())
         return
+    await runtime.sessions.registry.annotate(
+        session.id,
+        protocol_version=session.connection.protocol_version,
+        initialize_params=client_params.model_dump_json(by_alias=True, exclude_none=True),
+    )
     await send_bytes(send, 200, response.encode(), extra=_session_header(session.id))
 
 
@@ -325,3 +377,26 @@ async def _delete(runtime: Runtime, scope: Scope, send: Send) -> None:
 
 async def _never(_message_json: str) -> None:
     """Notifications and initialize have no request-scoped stream to write to."""
+
+
+async def restore(runtime: Runtime, record: SessionRecord) -> StreamableSession | None:
+    """Rebuild a session taken over from a dead instance: the stored ``initialize`` params stand in
+    for a new handshake, and the journal restores the streams for ``Last-Event-ID`` replay. Requests
+    that were in flight on the dead instance are lost; clients re-send them (spec 2025-11-25
+    basic/transports "Resumability and Redelivery"). None if the session never finished initializing.
+    """
+    if record.protocol_version is None or record.initialize_params is None:
+        return None
+    client_params = _sdk.InitializeRequestParams.model_validate_json(record.initialize_params)
+    session = StreamableSession(
+        record.session_id,
+        record.principal,
+        runtime,
+        epoch=record.epoch,
+        handshake=(record.protocol_version, client_params),
+    )
+    session.era = "legacy"
+    journal = session.journal
+    if journal is not None:
+        session.restore_events(await journal.read_all())
+    return session

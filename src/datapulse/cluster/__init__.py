@@ -1,0 +1,1 @@
+"""Cluster mode: DataPulse instances sharing one Redis."""

@@ -1,0 +1,148 @@
+"""This instance's membership in a cluster: its Redis client, heartbeat, channel reader and the
+cluster-wide services built on them (session registry, tunnels, event journals).
+
+Liveness: every instance refreshes ``dp:{n:<node>}:alive`` (expiring after ``node_heartbeat_ttl_s``)
+three times per TTL, and deletes it on a clean shutdown, so a killed instance is declared dead at
+most one TTL after its last beat and a stopped one at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import anyio
+import anyio.abc
+from redis.asyncio.client import PubSub
+
+from datapulse.cluster.journal import RedisEventJournal
+from datapulse.cluster.registry import RedisSessionRegistry
+from datapulse.cluster.store import Keys, connect, store_errors
+from datapulse.cluster.tunnel import Tunnels
+from datapulse.config import Settings
+
+log = logging.getLogger("datapulse.cluster")
+
+RECONNECT_BACKOFF_MAX_S = 2.0
+
+
+class ClusterNode:
+    """Cluster services for the instance ``node_id`` (create in `create_app`, run in the lifespan).
+
+    Args:
+        settings: ``redis_url`` must be set.
+        node_id: this instance's id.
+    """
+
+    def __init__(self, settings: Settings, node_id: str) -> None:
+        assert settings.redis_url is not None
+        self.settings = settings
+        self.node_id = node_id
+        self.redis = connect(settings.redis_url.get_secret_value(), settings.redis_timeout_s)
+        self.keys = Keys(settings.redis_key_prefix)
+        self.registry = RedisSessionRegistry(self.redis, self.keys, node_id, settings.session_idle_ttl_s)
+        self.tunnels = Tunnels(
+            self.redis,
+            self.keys,
+            node_id,
+            forward_timeout_s=settings.forward_timeout_s,
+            idle_timeout_s=2 * settings.keepalive_interval_s + settings.node_heartbeat_ttl_s,
+            queue_max_frames=settings.outbound_queue_max_messages,
+        )
+        self.listening = anyio.Event()
+        self.channel_connected = False
+
+    def journal(self, session_id: str) -> RedisEventJournal:
+        """The Redis event journal of ``session_id`` (its SSE events, for replay after a failover)."""
+        settings = self.settings
+        return RedisEventJournal(
+            self.redis,
+            self.keys.events(session_id),
+            max_events=4 * settings.outbound_queue_max_messages,
+            ttl_s=settings.event_history_ttl_s,
+        )
+
+    async def is_alive(self, node_id: str) -> bool:
+        """Whether ``node_id`` has a current heartbeat.
+
+        Raises:
+            StoreUnavailable: Redis did not answer (503).
+        """
+        with store_errors("checking an instance's heartbeat"):
+            return bool(await self.redis.exists(self.keys.node_alive(node_id)))
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Beat, and read this instance's channel, until cancelled; ready once subscribed."""
+        async with anyio.create_task_group() as tasks:
+            self.tunnels.task_group = tasks
+            tasks.start_soon(self._beat_forever)
+            await tasks.start(self._read_channel_forever)
+            task_status.started()
+
+    async def leave(self) -> None:
+        """Delete the heartbeat (so other instances take over at once) and close the client."""
+        with anyio.move_on_after(self.settings.redis_timeout_s, shield=True):
+            try:
+                await self.redis.delete(self.keys.node_alive(self.node_id))
+            except Exception:
+                log.info("could not delete the heartbeat at shutdown; it expires by itself")
+        with anyio.move_on_after(1, shield=True):
+            await self.redis.aclose()
+
+    async def _beat_forever(self) -> None:
+        ttl_s = self.settings.node_heartbeat_ttl_s
+        key = self.keys.node_alive(self.node_id)
+        value = json.dumps({"pid": os.getpid(), "started": time.time()})
+        failing = False
+        while True:
+            try:
+                await self.redis.set(key, value, px=int(ttl_s * 1000))
+                if failing:
+                    log.warning("cluster store reachable again; heartbeat restored")
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("heartbeat failed (%s); retrying", type(exc).__name__)
+                failing = True
+            await anyio.sleep(ttl_s / 3)
+
+    async def _read_channel_forever(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        channel = self.keys.node_channel(self.node_id)
+        backoff = 0.05
+        reported = False
+        while True:
+            pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(channel)
+                self.channel_connected = True
+                backoff = 0.05
+                if reported:
+                    log.warning("cluster channel re-subscribed")
+                    reported = False
+                if not self.listening.is_set():
+                    self.listening.set()
+                    task_status.started()
+                while True:
+                    # A bounded wait returns None when idle (an unbounded one would trip the socket timeout).
+                    message: dict[str, Any] | None = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self.tunnels.on_frame(message["data"])
+            except Exception as exc:
+                self.channel_connected = False
+                if not reported:
+                    log.warning("cluster channel lost (%s); reconnecting", type(exc).__name__)
+                    reported = True
+                if not self.listening.is_set():
+                    self.listening.set()
+                    task_status.started()
+            finally:
+                with anyio.move_on_after(1, shield=True), contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await anyio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)

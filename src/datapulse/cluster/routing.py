@@ -1,0 +1,119 @@
+"""Which instance serves a session-bound request, and taking over the sessions of a dead instance.
+
+A request naming a session this instance does not hold is looked up in the registry: a session of
+another principal is 404 (as if unknown); a live owner gets the request through a tunnel; a dead
+owner's session is taken over here (Streamable HTTP and DataPulse API sessions are rebuilt from
+the registry and the event journal; a 2024-11-05 HTTP+SSE session ends with its stream, so it is
+forgotten and the client's next ``GET /sse`` opens a new one).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.types import Message, Receive, Scope, Send
+
+from datapulse.auth.principal import principal_of
+from datapulse.cluster.node import ClusterNode
+from datapulse.errors import SessionNotFound, Unavailable
+from datapulse.runtime import Runtime
+from datapulse.sessions.live import LiveSession
+from datapulse.sessions.registry import SessionKind, SessionRecord
+from datapulse.transports import datapulse_api, streamable
+from datapulse.transports._http import header, query_param, read_body
+from datapulse.transports._negotiation import classify_era
+
+log = logging.getLogger("datapulse.cluster")
+
+SESSION_QUERY_PATHS = frozenset({"/messages", "/messages/", "/events", "/message"})
+STREAMABLE_PATHS = frozenset({"/mcp", "/mcp/"})
+
+
+def session_id_of(path: str, scope: Scope) -> str | None:
+    """The session a request to ``path`` (relative to the root path) names, or None if it names none
+    (it opens a new session, or is stateless)."""
+    if path in STREAMABLE_PATHS:
+        if classify_era(header(scope, b"mcp-protocol-version")) != "legacy":
+            return None
+        return header(scope, b"mcp-session-id")
+    if path in SESSION_QUERY_PATHS:
+        return query_param(scope, "session_id")
+    return None
+
+
+async def route(
+    runtime: Runtime, cluster: ClusterNode, session_id: str, scope: Scope, receive: Receive, send: Send
+) -> Receive | None:
+    """Serve a request for ``session_id`` (not held here) where its session lives.
+
+    Returns:
+        None when the request was answered by the owning instance; otherwise the ``receive`` with
+        which to serve it here (the session is unknown, or was just taken over).
+
+    Raises:
+        SessionNotFound: the session belongs to another principal, or was a dead instance's
+            HTTP+SSE session (404).
+        Unavailable / StoreUnavailable / OwnerUnreachable: the owner or Redis does not answer (503).
+    """
+    record = await cluster.registry.get(session_id)
+    if record is None or record.owner == cluster.node_id:
+        return receive
+    if record.principal != principal_of(scope).name:
+        log.warning("session %s: refused a request from another principal", session_id[:16])
+        raise SessionNotFound()
+    body = await read_body(scope, receive, runtime.settings.max_body_bytes) if scope["method"] == "POST" else b""
+    for _attempt in range(2):
+        if await cluster.tunnels.forward(record.owner, scope, body, receive, send, runtime.modern_streams):
+            return None
+        if await cluster.is_alive(record.owner):
+            raise Unavailable(
+                "Service Unavailable: the instance holding this session is reconnecting to the cluster; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        session = await _take_over(runtime, cluster, record)
+        if session is not None:
+            return _replay(body, receive)
+        record_now = await cluster.registry.get(session_id)
+        if record_now is None:
+            raise SessionNotFound()
+        if record_now.owner == cluster.node_id:
+            return _replay(body, receive)
+        record = record_now  # another instance took it over first: forward there
+    raise Unavailable("Service Unavailable: the session is changing instances; retry", headers={"Retry-After": "1"})
+
+
+async def _take_over(runtime: Runtime, cluster: ClusterNode, record: SessionRecord) -> LiveSession | None:
+    claimed = await cluster.registry.claim(
+        record.session_id, from_owner=record.owner, to_owner=cluster.node_id, now=runtime.sessions.clock()
+    )
+    if claimed is None:
+        return None
+    session: LiveSession | None
+    if claimed.kind is SessionKind.STREAMABLE_HTTP:
+        session = await streamable.restore(runtime, claimed)
+    elif claimed.kind is SessionKind.DATAPULSE_API:
+        session = await datapulse_api.restore(runtime, claimed)
+    else:
+        session = None
+    if session is None:
+        await cluster.registry.remove(record.session_id)
+        log.info("session %s of dead instance %s forgotten (%s)", record.session_id[:16], record.owner, record.kind)
+        raise SessionNotFound()
+    session.activate()
+    runtime.sessions.adopt(session)
+    log.info("session %s taken over from dead instance %s", record.session_id[:16], record.owner)
+    return session
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that yields the already-read ``body`` once, then defers to the real one."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,102 @@
+"""The cluster's Redis: one client per process, key naming, and the mapping of Redis faults to a 503.
+
+Key layout (every key starts with ``settings.redis_key_prefix``, default ``dp``). Keys that belong to
+one session share the hash tag ``{s:<session id>}``, so in Redis Cluster a session's keys live in
+one slot and the Lua compare-and-set scripts touch a single slot::
+
+    dp:{s:<sid>}:session       hash   the SessionRecord (owner, kind, principal, handshake, epoch); idle TTL
+    dp:{s:<sid>}:events        stream the session's SSE events for Last-Event-ID replay; bounded, TTL
+    dp:{p:<digest>}:sessions   zset   a principal's sessions by last activity (per-principal cap)
+    dp:{n:<node>}:sessions     zset   a node's sessions by last activity (per-instance cap, idle reaping)
+    dp:{n:<node>}:alive        string the node's heartbeat; expires after node_heartbeat_ttl_s
+    dp:ch:node:<node>          channel requests tunnelled to the node, and replies to its tunnels
+    dp:ch:bus                  channel subscription events (list changes, resource updates)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from datapulse.errors import Unavailable
+
+STORE_RETRY_AFTER_S = 2
+
+
+class StoreUnavailable(Unavailable):
+    """Redis did not answer (down, unreachable, or slower than ``redis_timeout_s``): HTTP 503."""
+
+
+@contextmanager
+def store_errors(what: str) -> Iterator[None]:
+    """Translate any Redis fault inside the block into `StoreUnavailable` naming ``what`` failed.
+
+    Raises:
+        StoreUnavailable: for `redis.exceptions.RedisError`, `OSError` and `TimeoutError`.
+    """
+    try:
+        yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise StoreUnavailable(
+            f"Service Unavailable: the cluster store (Redis) did not answer while {what} "
+            f"({type(exc).__name__}); retry shortly",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        ) from exc
+
+
+def connect(url: str, timeout_s: float) -> aioredis.Redis:
+    """A Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``, password in the URL).
+
+    Every command is bounded by ``timeout_s`` (connect and read); a connection found dead (for
+    example after a Redis restart) is retried once on a fresh connection, so the first request
+    after Redis comes back succeeds.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+class Keys:
+    """Names of the cluster's Redis keys and channels (see the module docstring for the layout)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}:{{s:{session_id}}}:session"
+
+    def events(self, session_id: str) -> str:
+        return f"{self.prefix}:{{s:{session_id}}}:events"
+
+    def principal_sessions(self, principal: str) -> str:
+        digest = hashlib.sha256(principal.encode()).hexdigest()[:32]
+        return f"{self.prefix}:{{p:{digest}}}:sessions"
+
+    def node_sessions(self, node_id: str) -> str:
+        return f"{self.prefix}:{{n:{node_id}}}:sessions"
+
+    def node_alive(self, node_id: str) -> str:
+        return f"{self.prefix}:{{n:{node_id}}}:alive"
+
+    def node_channel(self, node_id: str) -> str:
+        return f"{self.prefix}:ch:node:{node_id}"
+
+    @property
+    def bus_channel(self) -> str:
+        return f"{self.prefix}:ch:bus"

@@ -1,0 +1,267 @@
+"""Forwarding an HTTP request to the instance that owns its session, through Redis pub/sub.
+
+The receiving instance publishes the whole request (headers and body, bounded by
+``max_body_bytes``) to the owner's channel and relays the owner's response, chunk by chunk, to its
+client: JSON answers, ``202 Accepted``, and long-lived SSE streams alike. The owner serves the
+request through its complete app (Host/Origin checks, bearer auth, user middleware, transport), so
+it trusts nothing but the client's own credentials, and handlers see the caller's identity exactly
+as for a local request. A client that disconnects cancels the owner's side; an owner that stops
+answering ends the relayed response (the client reconnects and failover takes over).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Any
+
+import anyio
+import anyio.abc
+import redis.asyncio as aioredis
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from datapulse.cluster import frames
+from datapulse.cluster.store import Keys, store_errors
+from datapulse.errors import Unavailable
+
+log = logging.getLogger("datapulse.cluster.tunnel")
+
+TUNNELLED_SCOPE_KEY = "datapulse.tunnelled"
+"""Set on the scope of a request served for another instance (never forwarded again)."""
+
+Frame = tuple[dict[str, Any], bytes]
+
+
+class OwnerUnreachable(Unavailable):
+    """The owning instance did not answer a forwarded request in time (HTTP 503)."""
+
+
+class Tunnels:
+    """Both ends of request forwarding for one instance.
+
+    Args:
+        redis: the cluster's client (publishing).
+        keys: key and channel naming.
+        node_id: this instance.
+        forward_timeout_s: how long a forwarded request waits for the owner's first response frame.
+        idle_timeout_s: a relayed response with no frame for this long is ended (the owner died).
+        queue_max_frames: frames buffered per relayed response before the client is deemed too slow.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        node_id: str,
+        *,
+        forward_timeout_s: float,
+        idle_timeout_s: float,
+        queue_max_frames: int,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.node_id = node_id
+        self._forward_timeout_s = forward_timeout_s
+        self._idle_timeout_s = idle_timeout_s
+        self._queue_max = queue_max_frames
+        self._ids = itertools.count(1)
+        self._relays: dict[str, MemoryObjectSendStream[Frame]] = {}
+        self._served: dict[str, anyio.Event] = {}
+        self.app: ASGIApp | None = None
+        self.task_group: anyio.abc.TaskGroup | None = None
+
+    # --- receiving instance --------------------------------------------------------------------------------------
+    async def forward(
+        self, owner: str, scope: Scope, body: bytes, receive: Receive, send: Send, streams: set[anyio.CancelScope]
+    ) -> bool:
+        """Serve the request ``scope`` (whose body was read into ``body``) on ``owner`` and relay the response.
+
+        ``streams`` is the runtime's set of cancel scopes ended at shutdown (the relay joins it).
+
+        Returns:
+            False if no instance listens on ``owner``'s channel (it is gone); nothing was sent then.
+
+        Raises:
+            OwnerUnreachable: the owner did not start a response within ``forward_timeout_s`` (503).
+            StoreUnavailable: Redis did not answer (503).
+        """
+        tunnel_id = f"{self.node_id}.{next(self._ids)}"
+        inbox, outbox = anyio.create_memory_object_stream[Frame](self._queue_max)
+        self._relays[tunnel_id] = inbox
+        try:
+            with store_errors("forwarding a request to the session's instance"):
+                listeners = await self._redis.publish(
+                    self._keys.node_channel(owner),
+                    frames.encode(frames.request_header(tunnel_id, self.node_id, scope), body),
+                )
+            if not listeners:
+                return False
+            await self._relay(tunnel_id, owner, outbox, receive, send, streams)
+            return True
+        finally:
+            self._relays.pop(tunnel_id, None)
+            inbox.close()
+            outbox.close()
+
+    async def _relay(
+        self,
+        tunnel_id: str,
+        owner: str,
+        outbox: MemoryObjectReceiveStream[Frame],
+        receive: Receive,
+        send: Send,
+        streams: set[anyio.CancelScope],
+    ) -> None:
+        started = finished = False
+        disconnected = anyio.Event()
+        async with anyio.create_task_group() as tasks:
+            streams.add(tasks.cancel_scope)
+            tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope, disconnected)
+            try:
+                while True:
+                    with anyio.move_on_after(self._idle_timeout_s if started else self._forward_timeout_s):
+                        try:
+                            header, chunk = await outbox.receive()
+                        except anyio.EndOfStream:
+                            break  # the reader dropped this relay (client too slow)
+                        if header["t"] == "cancel":
+                            break
+                        if not started:
+                            await send(frames.response_start(header))
+                            started = True
+                        more = bool(header.get("more"))
+                        await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                        if not more:
+                            finished = True
+                            break
+                        continue
+                    break  # timed out
+            finally:
+                streams.discard(tasks.cancel_scope)
+                tasks.cancel_scope.cancel()
+        if not finished:
+            with anyio.CancelScope(shield=True):
+                await self._publish_cancel(owner, tunnel_id)
+        if disconnected.is_set():
+            return
+        if not started:
+            raise OwnerUnreachable(
+                "Service Unavailable: the instance holding this session did not answer; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        if not finished:
+            with anyio.move_on_after(1, shield=True):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _publish_cancel(self, node: str, tunnel_id: str) -> None:
+        try:
+            with anyio.move_on_after(1):
+                await self._redis.publish(
+                    self._keys.node_channel(node), frames.encode({"t": "cancel", "id": tunnel_id})
+                )
+        except Exception:
+            log.debug("could not tell %s to cancel tunnel %s", node, tunnel_id)
+
+    # --- owning instance ------------------------------------------------------------------------------------------
+    def on_frame(self, data: bytes) -> None:
+        """Handle one message from this instance's channel (called by the channel reader, never raises)."""
+        try:
+            header, body = frames.decode(data)
+        except frames.FrameError as exc:
+            log.warning("dropped a malformed tunnel frame: %s", exc)
+            return
+        tunnel_id: str = header["id"]
+        kind = header["t"]
+        if kind == "req":
+            if self.task_group is None or self.app is None:
+                log.warning("dropped a forwarded request: this instance is not serving yet")
+                return
+            self.task_group.start_soon(self._serve, header, body)
+        elif kind == "cancel":
+            served = self._served.get(tunnel_id)
+            if served is not None:
+                served.set()
+            relay = self._relays.get(tunnel_id)
+            if relay is not None:
+                _offer(relay, (header, body))
+        else:
+            relay = self._relays.get(tunnel_id)
+            if relay is None:
+                owner = header.get("o")
+                if isinstance(owner, str) and header.get("more") and self.task_group is not None:
+                    self.task_group.start_soon(self._publish_cancel, owner, tunnel_id)
+                return
+            if not _offer(relay, (header, body)):
+                log.warning("tunnel %s: client reads too slowly; ending the relayed stream", tunnel_id)
+                relay.close()
+
+    async def _serve(self, header: dict[str, Any], body: bytes) -> None:
+        tunnel_id: str = header["id"]
+        reply_channel = self._keys.node_channel(str(header.get("r", "")))
+        try:
+            scope = frames.request_scope(header)
+        except frames.FrameError as exc:
+            log.warning("dropped a forwarded request: %s", exc)
+            return
+        scope[TUNNELLED_SCOPE_KEY] = True
+        gone = self._served[tunnel_id] = anyio.Event()
+        delivered = False
+        pending_start: Message | None = None
+
+        async def receive() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal pending_start
+            if gone.is_set():
+                return
+            if message["type"] == "http.response.start":
+                pending_start = message
+                return
+            if message["type"] != "http.response.body":
+                return
+            more = bool(message.get("more_body", False))
+            reply = frames.response_header(tunnel_id, more, pending_start)
+            reply["o"] = self.node_id
+            frame = frames.encode(reply, message.get("body", b""))
+            pending_start = None
+            try:
+                listeners = await self._redis.publish(reply_channel, frame)
+            except Exception as exc:
+                log.warning("tunnel %s: lost the forwarding instance (%s)", tunnel_id, type(exc).__name__)
+                listeners = 0
+            if not listeners:
+                gone.set()
+
+        assert self.app is not None
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            log.exception("forwarded request %s %s failed", scope["method"], scope["path"])
+        finally:
+            self._served.pop(tunnel_id, None)
+
+
+def _offer(relay: MemoryObjectSendStream[Frame], frame: Frame) -> bool:
+    try:
+        relay.send_nowait(frame)
+    except anyio.WouldBlock:
+        return False
+    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        return True
+    return True
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope, disconnected: anyio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            disconnected.set()
+            scope.cancel()
+            return
