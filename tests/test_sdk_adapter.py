@@ -45,6 +45,22 @@ def test_the_private_lowlevel_server_attribute_still_exists() -> None:
     assert _sdk.lowlevel_server(server).name == "probe"
 
 
+async def _never_called(_event: object) -> None:
+    raise AssertionError("unused")
+
+
+def test_the_private_subscription_bus_attribute_still_feeds_the_context_helpers() -> None:
+    server = _sdk.MCPServer("probe")
+    bus = _sdk.subscription_bus(server)
+    assert bus is not None
+    assert callable(bus.publish)
+    assert callable(bus.subscribe)
+    replacement = type("Bus", (), {"publish": _never_called, "subscribe": lambda self, listener: lambda: None})()
+    _sdk.replace_subscription_bus(server, replacement)
+    assert _sdk.subscription_bus(server) is replacement
+    assert _sdk.subscription_bus(_sdk.lowlevel_server(server)) is None
+
+
 def test_the_era_constants_still_describe_the_eras_we_route() -> None:
     assert "2026-07-28" in _sdk.MODERN_PROTOCOL_VERSIONS
     assert set(_sdk.HANDSHAKE_PROTOCOL_VERSIONS) >= {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"}

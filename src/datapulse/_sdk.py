@@ -18,6 +18,7 @@ from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
 from mcp.server.runner import ServerRunner, serve_one
+from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.inbound import (
@@ -60,6 +61,7 @@ __all__ = [
     "Server",
     "ServerMessageMetadata",
     "ServerRunner",
+    "SubscriptionBus",
     "TransportContext",
     "auth_context_var",
     "classify_inbound_request",
@@ -67,7 +69,9 @@ __all__ = [
     "find_duplicated_routing_header",
     "lowlevel_server",
     "progress_token_from_params",
+    "replace_subscription_bus",
     "serve_one",
+    "subscription_bus",
     "unsupported_protocol_version_rejection",
     "validate_mcp_param_headers",
 ]
@@ -91,6 +95,22 @@ def lowlevel_server(app: object) -> Server[Any]:
             raise TypeError("MCPServer._lowlevel_server is not a low-level Server; the SDK changed")
         return server
     raise TypeError(f"expected an mcp MCPServer or low-level Server, got {type(app).__name__}")
+
+
+def subscription_bus(app: object) -> SubscriptionBus | None:
+    """The `SubscriptionBus` an `MCPServer` publishes change events to (``ctx.notify_*``) and its
+    ``subscriptions/listen`` handler listens on; None for a low-level `Server` (its bus is the user's)."""
+    if not isinstance(app, MCPServer):
+        return None
+    bus = getattr(app, "_subscriptions", None)  # no public accessor (SDK docs: "Scaling past one process")
+    if bus is None or not hasattr(bus, "publish") or not hasattr(bus, "subscribe"):
+        raise TypeError("MCPServer._subscriptions is not a SubscriptionBus; the SDK changed")
+    return bus  # type: ignore[no-any-return]
+
+
+def replace_subscription_bus(app: MCPServer, bus: SubscriptionBus) -> None:
+    """Make ``app`` publish its change events (``ctx.notify_*``) to ``bus``."""
+    app._subscriptions = bus
 
 
 def error_data_for(exc: BaseException) -> ErrorData:

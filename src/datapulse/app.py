@@ -27,11 +27,12 @@ import anyio
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datapulse import __version__, _sdk
+from datapulse import __version__, _sdk, notifications
 from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, Networks, parse_networks
 from datapulse.auth.middleware import SecurityMiddleware
 from datapulse.auth.static import LOCAL_PRINCIPAL, StaticTokenVerifier, parse_token_list
 from datapulse.cluster import routing
+from datapulse.cluster.bus import RedisSubscriptionBus
 from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
 from datapulse.config import Settings
@@ -144,6 +145,13 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         raise ConfigurationError(str(exc)) from None
     node_id = secrets.token_hex(4)
     cluster = ClusterNode(settings, node_id) if settings.cluster else None
+    local_bus = _sdk.subscription_bus(target)
+    cluster_bus: RedisSubscriptionBus | None = None
+    if local_bus is not None:
+        notifications.serve_resource_subscriptions(lowlevel)
+        if cluster is not None and isinstance(target, _sdk.MCPServer):
+            cluster_bus = RedisSubscriptionBus(cluster.redis, cluster.keys.bus_channel, node_id, local=local_bus)
+            _sdk.replace_subscription_bus(target, cluster_bus)
     runtime = Runtime(
         settings=settings,
         server=lowlevel,
@@ -157,6 +165,9 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         node_id=node_id,
         cluster=cluster,
     )
+
+    runtime.local_bus = local_bus
+    runtime.cluster_bus = cluster_bus
 
     @asynccontextmanager
     async def app_lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -243,6 +254,10 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
         runtime.lifespan_state = state
         if cluster is not None:
             await tasks.start(cluster.run)
+        if runtime.cluster_bus is not None:
+            tasks.start_soon(runtime.cluster_bus.run)  # not awaited: a Redis outage must not block startup
+        if runtime.local_bus is not None:
+            runtime.local_bus.subscribe(notifications.LegacyFanout(runtime.sessions.live_sessions, tasks))
         runtime.running = True
         tasks.start_soon(_reap_forever, runtime)
         try:

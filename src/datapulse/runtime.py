@@ -15,6 +15,7 @@ from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.streams import EventJournal
 
 if TYPE_CHECKING:
+    from datapulse.cluster.bus import RedisSubscriptionBus
     from datapulse.cluster.node import ClusterNode
 
 
@@ -41,6 +42,10 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
     cluster: ClusterNode | None = None
+    local_bus: _sdk.SubscriptionBus | None = None
+    """The server's own change-event bus (its listen streams hear it), or None for a low-level Server."""
+    cluster_bus: RedisSubscriptionBus | None = None
+    """Cluster mode: the bus that relays change events between instances."""
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
     running: bool = False
     """True between the lifespan's start and the beginning of shutdown's stream teardown."""

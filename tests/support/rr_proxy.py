@@ -86,7 +86,8 @@ class _ProxyApp:
         query: bytes = scope.get("query_string", b"")
         target = backend + raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         incoming: list[tuple[bytes, bytes]] = scope["headers"]
-        headers = [(k, v) for k, v in incoming if _forwardable(k) and k.lower() != b"host"]
+        # Field values exclude surrounding whitespace (RFC 9110 section 5.5); a proxy forwards them trimmed.
+        headers = [(k, v.strip(b" \t")) for k, v in incoming if _forwardable(k) and k.lower() != b"host"]
         has_body = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in incoming)
         body_read = anyio.Event()
 

@@ -18,6 +18,7 @@ import anyio
 from anyio import CancelScope
 
 from datapulse import _sdk
+from datapulse.notifications import CURRENT_SESSION
 from datapulse.sessions.lifecycle import SessionEvent, SessionState, is_open, transition
 from datapulse.sessions.registry import SessionKind
 from datapulse.transports._jsonrpc import (
@@ -152,6 +153,8 @@ class LiveSession:
         self._answers: dict[str, Response] | None = None
         self._ids = itertools.count(1)
         self.era: Literal["legacy", "modern"] | None = None
+        self.resource_subscriptions: set[str] = set()
+        """URIs this session subscribed to with ``resources/subscribe`` (handshake eras)."""
         self.connection = self._make_connection()
         self.runner: _sdk.ServerRunner[Any] = _sdk.ServerRunner(server, self.connection, lifespan_state)
 
@@ -232,6 +235,7 @@ class LiveSession:
             in_flight = self._in_flight = {}
         scope = anyio.CancelScope()
         in_flight[request_id] = scope
+        current = CURRENT_SESSION.set(self)
         try:
             with scope:
                 if enveloped:
@@ -244,6 +248,7 @@ class LiveSession:
             error = _sdk.error_data_for(exc)
             return error_json(request_id, error.code, error.message, error.data)
         finally:
+            CURRENT_SESSION.reset(current)
             if in_flight.get(request_id) is scope:
                 del in_flight[request_id]
 

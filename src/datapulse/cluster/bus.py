@@ -1,0 +1,200 @@
+"""`RedisSubscriptionBus`: the SDK's `SubscriptionBus` fanned out across DataPulse nodes over Redis pub/sub.
+
+The SDK (mcp 2.3.0, ``mcp.server.subscriptions``; SEP-2575 ``subscriptions/listen``) publishes typed
+`ServerEvent` values to a `SubscriptionBus` and ships only an in-process one. This bus wraps a local bus
+(default: the SDK's `InMemorySubscriptionBus`) and relays every event through one Redis channel, so a
+listen stream on any node sees list changes and resource updates published on every node.
+
+Contract (the SDK's `SubscriptionBus` Protocol docstring and ``docs/handlers/subscriptions.md``):
+
+- `subscribe` is synchronous local registration; listeners are synchronous, must not raise, and run on
+  the event loop (the reader task calls them through ``local.publish``).
+- `publish` delivers to local listeners at once, then PUBLISHes the event tagged with this node's id;
+  each node's reader (`run`) delivers events from other nodes and drops its own echoes, so every
+  listener sees an event once.
+- At-most-once, no replay, no ordering across nodes: events are level triggers, and an event published
+  while Redis is down, or while a reader is resubscribing, is lost for the other nodes (clients
+  re-listen and refetch).
+
+Wire format: one UTF-8 JSON object per PUBLISH, ``{"n": node_id, "m": method, "p": params}``, where
+``method`` and ``params`` are the event's MCP notification (``event_to_notification``) without
+``_meta``, decoded with the SDK's ``event_from_wire``. For example
+``{"n":"node-a","m":"notifications/resources/updated","p":{"uri":"file:///a.txt"}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+from mcp.server.subscriptions import InMemorySubscriptionBus, ServerEvent, SubscriptionBus
+from mcp.shared.subscriptions import event_from_wire, event_to_notification
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["DEFAULT_PUBLISH_TIMEOUT_S", "RedisSubscriptionBus", "decode_event", "encode_event"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PUBLISH_TIMEOUT_S = 5.0
+"""Bound on one PUBLISH, in seconds, when the Redis client has no ``socket_timeout``."""
+
+_FIRST_BACKOFF_S = 0.05
+
+
+def encode_event(node_id: str, event: ServerEvent) -> str:
+    """The wire frame for ``event`` published by ``node_id``: JSON ``{"n": node_id, "m": method, "p": params}``."""
+    wire: dict[str, Any] = event_to_notification(event, {}).model_dump(by_alias=True, exclude_none=True, mode="json")
+    params = {key: value for key, value in (wire.get("params") or {}).items() if key != "_meta"}
+    return json.dumps({"n": node_id, "m": wire["method"], "p": params}, separators=(",", ":"))
+
+
+def decode_event(data: bytes | str) -> tuple[str, ServerEvent] | None:
+    """The ``(node_id, event)`` a wire frame carries, or None if it is not a frame this bus understands."""
+    try:
+        frame = json.loads(data)
+    except ValueError:  # includes UnicodeDecodeError
+        return None
+    if not isinstance(frame, dict):
+        return None
+    node_id, method, params = frame.get("n"), frame.get("m"), frame.get("p")
+    if not isinstance(node_id, str) or not isinstance(method, str) or not isinstance(params, dict | None):
+        return None
+    event = event_from_wire(method, params)
+    return None if event is None else (node_id, event)
+
+
+class RedisSubscriptionBus:
+    """A `SubscriptionBus` shared by every node subscribed to ``channel`` on one Redis.
+
+    Args:
+        redis: the node's ``redis.asyncio.Redis`` client. PUBLISH uses its pool; the reader holds one
+            connection of it while subscribed. Its ``socket_timeout`` (seconds) bounds each `publish`.
+        channel: the pub/sub channel; scope it per deployment (e.g. ``dp:ch:bus``).
+        node_id: this bus's id, unique among the buses on ``channel`` (its own echoes are dropped by it).
+        local: the bus holding this node's listeners; default a new ``InMemorySubscriptionBus``.
+        reconnect_backoff_max_s: cap, in seconds, of the reader's exponential backoff between
+            resubscription attempts (first wait 0.05 s, doubling).
+
+    Raises:
+        ValueError: if ``reconnect_backoff_max_s`` is not positive.
+
+    Start `run` in the server's task group (``await tg.start(bus.run)``) before serving listen streams;
+    without it, events from other nodes are not delivered here (local delivery and publishing still work).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        channel: str,
+        node_id: str,
+        local: SubscriptionBus | None = None,
+        *,
+        reconnect_backoff_max_s: float = 2.0,
+    ) -> None:
+        if reconnect_backoff_max_s <= 0:
+            raise ValueError(f"reconnect_backoff_max_s must be positive, got {reconnect_backoff_max_s}")
+        self._redis = redis
+        self._channel = channel
+        self._node_id = node_id
+        self._local: SubscriptionBus = local if local is not None else InMemorySubscriptionBus()
+        self._backoff_max_s = reconnect_backoff_max_s
+        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._publish_timeout_s = float(socket_timeout) if socket_timeout else DEFAULT_PUBLISH_TIMEOUT_S
+        self._connected = False
+        self._publish_failing = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the reader is subscribed to the channel right now (for readiness checks)."""
+        return self._connected
+
+    def subscribe(self, listener: Callable[[ServerEvent], None]) -> Callable[[], None]:
+        """Register ``listener`` on the local bus; returns its idempotent unsubscribe callable."""
+        return self._local.subscribe(listener)
+
+    async def publish(self, event: ServerEvent) -> None:
+        """Deliver ``event`` to this node's listeners, then PUBLISH it for the other nodes.
+
+        Never raises for Redis faults: a failed or timed-out PUBLISH (bounded by the client's
+        ``socket_timeout``, else `DEFAULT_PUBLISH_TIMEOUT_S`) is logged as a warning once per outage
+        and dropped; local delivery has already happened.
+        """
+        await self._local.publish(event)
+        try:
+            with anyio.fail_after(self._publish_timeout_s):
+                await self._redis.publish(self._channel, encode_event(self._node_id, event))
+        except (RedisError, OSError) as exc:  # OSError covers the TimeoutError of fail_after
+            level = logging.DEBUG if self._publish_failing else logging.WARNING
+            why = f"{type(exc).__name__}: {str(exc) or f'no answer within {self._publish_timeout_s} s'}"
+            logger.log(level, "bus: PUBLISH to %r failed (%s); other nodes miss %r", self._channel, why, event)
+            self._publish_failing = True
+            return
+        if self._publish_failing:
+            self._publish_failing = False
+            logger.info("bus: PUBLISH to %r works again", self._channel)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Relay events from other nodes to the local listeners, until cancelled.
+
+        Signals ``task_status.started()`` once the first SUBSCRIBE is confirmed by Redis (so
+        ``tg.start(bus.run)`` waits for Redis; bound it with a timeout if startup must not). On a Redis
+        fault it logs a warning, waits (exponential backoff capped at ``reconnect_backoff_max_s``) and
+        subscribes again, forever. Own echoes are dropped; undecodable messages are logged and skipped.
+        """
+        started = False
+        failing = False  # warn once per outage, then log retries at debug
+        delay = min(_FIRST_BACKOFF_S, self._backoff_max_s)
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        await self._deliver(message["data"])
+                    elif message["type"] == "subscribe":
+                        if self._connected:  # a second confirmation: redis-py reconnected and resubscribed itself
+                            logger.warning("bus: reader reconnected to %r; events in the gap were lost", self._channel)
+                        elif failing:
+                            logger.info("bus: reader resubscribed to %r; events meanwhile were lost", self._channel)
+                        else:
+                            logger.info("bus: reader subscribed to %r as node %r", self._channel, self._node_id)
+                        self._connected, failing = True, False
+                        delay = min(_FIRST_BACKOFF_S, self._backoff_max_s)
+                        if not started:
+                            started = True
+                            task_status.started()
+            except (RedisError, OSError) as exc:
+                level = logging.DEBUG if failing else logging.WARNING
+                logger.log(level, "bus: reader lost %r (%s: %s); resubscribing", self._channel, type(exc).__name__, exc)
+                failing = True
+            except Exception:  # the reader must outlive any fault; an unexpected one gets its traceback once
+                level = logging.DEBUG if failing else logging.ERROR
+                logger.log(level, "bus: reader failed on %r; resubscribing", self._channel, exc_info=True)
+                failing = True
+            finally:
+                self._connected = False
+                with anyio.CancelScope(shield=True):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self._backoff_max_s)
+
+    async def _deliver(self, data: bytes | str) -> None:
+        decoded = decode_event(data)
+        if decoded is None:
+            logger.warning("bus: skipping undecodable message on %r: %.120r", self._channel, data)
+            return
+        node_id, event = decoded
+        if node_id == self._node_id:
+            return
+        try:
+            await self._local.publish(event)
+        except Exception:  # fan-out boundary: a raising local bus must not kill the reader
+            logger.exception("bus: local delivery of %r raised; continuing", event)
