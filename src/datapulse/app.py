@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -40,7 +40,7 @@ from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, Unavail
 from datapulse.request_state import RequestStateKeyError, install_request_state_security
 from datapulse.runtime import Runtime
 from datapulse.sessions.manager import SessionManager
-from datapulse.sessions.registry import MemorySessionRegistry
+from datapulse.sessions.registry import MemorySessionRegistry, SessionKind, SessionRecord
 from datapulse.transports import datapulse_api, sse, streamable
 from datapulse.transports._http import send_error, send_json
 
@@ -253,6 +253,11 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
     async with server.lifespan(server) as state, anyio.create_task_group() as tasks:
         runtime.lifespan_state = state
         if cluster is not None:
+
+            def store_reset() -> None:
+                tasks.start_soon(_reinstate_sessions, runtime, cluster)
+
+            cluster.on_store_reset = store_reset
             await tasks.start(cluster.run)
         if runtime.cluster_bus is not None:
             tasks.start_soon(runtime.cluster_bus.run)  # not awaited: a Redis outage must not block startup
@@ -279,6 +284,26 @@ async def shutdown(runtime: Runtime) -> None:
         for scope in list(runtime.modern_streams):
             scope.cancel()
         await runtime.sessions.close_all("server shutting down")
+
+
+async def _reinstate_sessions(runtime: Runtime, cluster: ClusterNode) -> None:
+    """Write this instance's live sessions back to a Redis that lost them (so forwarding finds them again)."""
+    written = 0
+    now = runtime.sessions.clock()
+    try:
+        for session in runtime.sessions.live_sessions():
+            record = SessionRecord(session.id, session.kind, session.principal, now, cluster.node_id, session.epoch)
+            client_params = session.connection.client_params
+            if session.kind is SessionKind.STREAMABLE_HTTP and client_params is not None:
+                record = replace(
+                    record,
+                    protocol_version=session.connection.protocol_version,
+                    initialize_params=client_params.model_dump_json(by_alias=True, exclude_none=True),
+                )
+            written += await cluster.registry.reinstate(record, now)
+    except DataPulseError as exc:
+        log.warning("re-registering sessions stopped: %s", exc.message)
+    log.info("re-registered %d sessions after the cluster store was reset", written)
 
 
 async def _reap_forever(runtime: Runtime) -> None:

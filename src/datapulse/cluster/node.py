@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -55,6 +56,9 @@ class ClusterNode:
         )
         self.listening = anyio.Event()
         self.channel_connected = False
+        self.on_store_reset: Callable[[], None] | None = None
+        """Called when Redis comes back without this instance's data (restarted or flushed), so the
+        instance can write its sessions' records again."""
 
     def journal(self, session_id: str) -> RedisEventJournal:
         """The Redis event journal of ``session_id`` (its SSE events, for replay after a failover)."""
@@ -98,12 +102,17 @@ class ClusterNode:
         key = self.keys.node_alive(self.node_id)
         value = json.dumps({"pid": os.getpid(), "started": time.time()})
         failing = False
+        first = True
         while True:
             try:
-                await self.redis.set(key, value, px=int(ttl_s * 1000))
+                previous = await self.redis.set(key, value, px=int(ttl_s * 1000), get=True)
                 if failing:
                     log.warning("cluster store reachable again; heartbeat restored")
                 failing = False
+                if previous is None and not first and self.on_store_reset is not None:
+                    log.warning("cluster store lost this instance's data (restarted?); re-registering its sessions")
+                    self.on_store_reset()
+                first = False
             except Exception as exc:
                 if not failing:
                     log.warning("heartbeat failed (%s); retrying", type(exc).__name__)

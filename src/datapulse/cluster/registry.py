@@ -99,6 +99,22 @@ class RedisSessionRegistry:
                 await pipe.execute()
         self._mine[record.session_id] = (record.principal, record.kind, record.created_at)
 
+    async def reinstate(self, record: SessionRecord, now: float) -> bool:
+        """Write ``record`` back after Redis lost it (restart without persistence); False if it exists.
+
+        Raises:
+            StoreUnavailable: Redis did not answer (503).
+        """
+        keys = self._keys
+        with store_errors("re-registering a session"):
+            created = await self._create(keys=[keys.session(record.session_id)], args=[self._ttl_ms, *_fields(record)])
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.node_sessions(self.node_id), {record.session_id: now})
+                pipe.zadd(keys.principal_sessions(record.principal), {record.session_id: now})
+                await pipe.execute()
+        self._mine[record.session_id] = (record.principal, record.kind, now)
+        return bool(created)
+
     async def get(self, session_id: str) -> SessionRecord | None:
         with store_errors("looking up a session"):
             raw = await self._redis.hgetall(self._keys.session(session_id))
