@@ -131,7 +131,12 @@ async def _open_or_find(runtime: Runtime, scope: Scope, session_id: str) -> ApiS
         try:
             return await runtime.sessions.open(ApiSession(session_id, principal, runtime))
         except ValueError:
-            pass  # opened concurrently by another request: look it up like any existing session
+            # Opened concurrently: by another request here (look it up), or on another instance.
+            if runtime.cluster is not None and runtime.sessions.peek(session_id) is None:
+                raise Unavailable(
+                    "Service Unavailable: this session is being opened on another instance; retry",
+                    headers={"Retry-After": "1"},
+                ) from None
     return await runtime.sessions.lookup(session_id, principal, ApiSession)
 
 
