@@ -52,6 +52,11 @@ def build_behaviour_server(gates: Gates) -> MCPServer[Any]:
         return f"opened {gate}"
 
     @server.tool()
+    async def publish_tools_changed(ctx: Context) -> str:
+        await ctx.notify_tools_changed()
+        return "published"
+
+    @server.tool()
     async def announce_tools_changed(ctx: Context) -> str:
         await ctx.session.send_tool_list_changed()
         return "announced"
@@ -71,3 +76,7 @@ def build_behaviour_server(gates: Gates) -> MCPServer[Any]:
         return "x" * size
 
     return server
+
+
+BEHAVIOUR_APP = build_behaviour_server(Gates())
+"""The behaviour server for ``datapulse serve tests.support.apps:BEHAVIOUR_APP`` (its gates stay closed)."""
