@@ -25,10 +25,14 @@ from datapulse.cluster.registry import RedisSessionRegistry
 from datapulse.cluster.store import Keys, connect, store_errors
 from datapulse.cluster.tunnel import Tunnels
 from datapulse.config import Settings
+from datapulse.errors import Unavailable
+from datapulse.sessions.registry import SessionRecord
 
 log = logging.getLogger("datapulse.cluster")
 
 RECONNECT_BACKOFF_MAX_S = 2.0
+RECORD_CACHE_TTL_S = 2.0
+RECORD_CACHE_MAX = 50_000
 
 
 class ClusterNode:
@@ -54,6 +58,8 @@ class ClusterNode:
             idle_timeout_s=2 * settings.keepalive_interval_s + settings.node_heartbeat_ttl_s,
             queue_max_frames=settings.outbound_queue_max_messages,
         )
+        self.tunnels.owner_alive = self._alive_quietly
+        self._records: dict[str, tuple[SessionRecord, float]] = {}
         self.listening = anyio.Event()
         self.channel_connected = False
         self.on_store_reset: Callable[[], None] | None = None
@@ -78,6 +84,39 @@ class ClusterNode:
         """
         with store_errors("checking an instance's heartbeat"):
             return bool(await self.redis.exists(self.keys.node_alive(node_id)))
+
+    async def session_record(self, session_id: str, *, fresh: bool = False) -> SessionRecord | None:
+        """The registry record of ``session_id``, from a short-lived local cache unless ``fresh``.
+
+        Caching is safe: a session's principal never changes, and its owner changes only when the old
+        owner died (a forward to it then finds no listener and the caller asks again with ``fresh``).
+
+        Raises:
+            StoreUnavailable: Redis did not answer (503).
+        """
+        now = time.monotonic()
+        if not fresh:
+            cached = self._records.get(session_id)
+            if cached is not None and cached[1] > now:
+                return cached[0]
+        record = await self.registry.get(session_id)
+        if record is None:
+            self._records.pop(session_id, None)
+            return None
+        if len(self._records) >= RECORD_CACHE_MAX:
+            self._records.clear()
+        self._records[session_id] = (record, now + RECORD_CACHE_TTL_S)
+        return record
+
+    def forget_record(self, session_id: str) -> None:
+        """Drop ``session_id`` from the record cache (it was closed or moved)."""
+        self._records.pop(session_id, None)
+
+    async def _alive_quietly(self, node_id: str) -> bool:
+        try:
+            return await self.is_alive(node_id)
+        except Unavailable:
+            return False
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Beat, and read this instance's channel, until cancelled; ready once subscribed."""

@@ -55,16 +55,24 @@ async def route(
             HTTP+SSE session (404).
         Unavailable / StoreUnavailable / OwnerUnreachable: the owner or Redis does not answer (503).
     """
-    record = await cluster.registry.get(session_id)
+    record = await cluster.session_record(session_id)
     if record is None or record.owner == cluster.node_id:
         return receive
     if record.principal != principal_of(scope).name:
         log.warning("session %s: refused a request from another principal", session_id[:16])
         raise SessionNotFound()
     body = await read_body(scope, receive, runtime.settings.max_body_bytes) if scope["method"] == "POST" else b""
-    for _attempt in range(2):
+    for _attempt in range(3):
         if await cluster.tunnels.forward(record.owner, scope, body, receive, send, runtime.modern_streams):
             return None
+        fresh = await cluster.session_record(session_id, fresh=True)
+        if fresh is None:
+            raise SessionNotFound()
+        if fresh.owner != record.owner:
+            record = fresh  # it moved (a takeover): forward to the new owner
+            if record.owner == cluster.node_id:
+                return _replay(body, receive)
+            continue
         if await cluster.is_alive(record.owner):
             raise Unavailable(
                 "Service Unavailable: the instance holding this session is reconnecting to the cluster; retry shortly",
@@ -73,7 +81,7 @@ async def route(
         session = await _take_over(runtime, cluster, record)
         if session is not None:
             return _replay(body, receive)
-        record_now = await cluster.registry.get(session_id)
+        record_now = await cluster.session_record(session_id, fresh=True)
         if record_now is None:
             raise SessionNotFound()
         if record_now.owner == cluster.node_id:

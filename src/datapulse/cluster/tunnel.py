@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -32,6 +33,9 @@ TUNNELLED_SCOPE_KEY = "datapulse.tunnelled"
 
 Frame = tuple[dict[str, Any], bytes]
 
+FAST_PATH_S = 1.0
+"""A forwarded request answered in one frame within this time is relayed without a disconnect watcher."""
+
 
 class OwnerUnreachable(Unavailable):
     """The owning instance did not answer a forwarded request in time (HTTP 503)."""
@@ -44,7 +48,8 @@ class Tunnels:
         redis: the cluster's client (publishing).
         keys: key and channel naming.
         node_id: this instance.
-        forward_timeout_s: how long a forwarded request waits for the owner's first response frame.
+        forward_timeout_s: how often a forwarded request still waiting for its response checks that the
+            owner is alive (a slow tool call keeps waiting; a dead owner's request gets 503).
         idle_timeout_s: a relayed response with no frame for this long is ended (the owner died).
         queue_max_frames: frames buffered per relayed response before the client is deemed too slow.
     """
@@ -70,6 +75,8 @@ class Tunnels:
         self._served: dict[str, anyio.Event] = {}
         self.app: ASGIApp | None = None
         self.task_group: anyio.abc.TaskGroup | None = None
+        self.owner_alive: Callable[[str], Awaitable[bool]] | None = None
+        """Whether an instance still beats; a request waiting on a live owner's slow handler keeps waiting."""
 
     # --- receiving instance --------------------------------------------------------------------------------------
     async def forward(
@@ -113,6 +120,17 @@ class Tunnels:
         send: Send,
         streams: set[anyio.CancelScope],
     ) -> None:
+        # Fast path: most answers are one frame within milliseconds; relay it without spawning a watcher.
+        first: Frame | None = None
+        with anyio.move_on_after(min(FAST_PATH_S, self._forward_timeout_s)):
+            try:
+                first = await outbox.receive()
+            except anyio.EndOfStream:
+                first = ({"t": "cancel", "id": tunnel_id}, b"")
+        if first is not None and first[0]["t"] == "res" and not first[0].get("more"):
+            await send(frames.response_start(first[0]))
+            await send({"type": "http.response.body", "body": first[1], "more_body": False})
+            return
         started = finished = False
         disconnected = anyio.Event()
         async with anyio.create_task_group() as tasks:
@@ -120,23 +138,21 @@ class Tunnels:
             tasks.start_soon(_cancel_on_disconnect, receive, tasks.cancel_scope, disconnected)
             try:
                 while True:
-                    with anyio.move_on_after(self._idle_timeout_s if started else self._forward_timeout_s):
-                        try:
-                            header, chunk = await outbox.receive()
-                        except anyio.EndOfStream:
-                            break  # the reader dropped this relay (client too slow)
-                        if header["t"] == "cancel":
-                            break
-                        if not started:
-                            await send(frames.response_start(header))
-                            started = True
-                        more = bool(header.get("more"))
-                        await send({"type": "http.response.body", "body": chunk, "more_body": more})
-                        if not more:
-                            finished = True
-                            break
-                        continue
-                    break  # timed out
+                    frame = first
+                    first = None
+                    if frame is None:
+                        frame = await self._next_frame(outbox, owner, started)
+                    if frame is None or frame[0]["t"] == "cancel":
+                        break
+                    header, chunk = frame
+                    if not started:
+                        await send(frames.response_start(header))
+                        started = True
+                    more = bool(header.get("more"))
+                    await send({"type": "http.response.body", "body": chunk, "more_body": more})
+                    if not more:
+                        finished = True
+                        break
             finally:
                 streams.discard(tasks.cancel_scope)
                 tasks.cancel_scope.cancel()
@@ -153,6 +169,19 @@ class Tunnels:
         if not finished:
             with anyio.move_on_after(1, shield=True):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _next_frame(self, outbox: MemoryObjectReceiveStream[Frame], owner: str, started: bool) -> Frame | None:
+        """The next frame; None when the owner is gone. Before the response starts, a slow handler is
+        waited for as long as the owner's heartbeat lasts; once streaming, a silence longer than
+        ``idle_timeout_s`` (keepalives included) ends the relay."""
+        while True:
+            with anyio.move_on_after(self._idle_timeout_s if started else self._forward_timeout_s):
+                try:
+                    return await outbox.receive()
+                except anyio.EndOfStream:
+                    return None  # the reader dropped this relay (client too slow)
+            if started or self.owner_alive is None or not await self.owner_alive(owner):
+                return None
 
     async def _publish_cancel(self, node: str, tunnel_id: str) -> None:
         try:
