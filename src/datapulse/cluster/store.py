@@ -79,24 +79,31 @@ class Keys:
         self.prefix = prefix
 
     def session(self, session_id: str) -> str:
+        """The hash holding ``session_id``'s `SessionRecord` (expires after the idle TTL)."""
         return f"{self.prefix}:{{s:{session_id}}}:session"
 
     def events(self, session_id: str) -> str:
+        """The Redis stream journaling ``session_id``'s SSE events."""
         return f"{self.prefix}:{{s:{session_id}}}:events"
 
     def principal_sessions(self, principal: str) -> str:
+        """The sorted set of a principal's sessions by last activity (the principal is hashed, not named)."""
         digest = hashlib.sha256(principal.encode()).hexdigest()[:32]
         return f"{self.prefix}:{{p:{digest}}}:sessions"
 
     def node_sessions(self, node_id: str) -> str:
+        """The sorted set of an instance's sessions by last activity."""
         return f"{self.prefix}:{{n:{node_id}}}:sessions"
 
     def node_alive(self, node_id: str) -> str:
+        """An instance's heartbeat key (expires after ``node_heartbeat_ttl_s``)."""
         return f"{self.prefix}:{{n:{node_id}}}:alive"
 
     def node_channel(self, node_id: str) -> str:
+        """The pub/sub channel of requests tunnelled to an instance and replies to its tunnels."""
         return f"{self.prefix}:ch:node:{node_id}"
 
     @property
     def bus_channel(self) -> str:
+        """The pub/sub channel of change events (`RedisSubscriptionBus`)."""
         return f"{self.prefix}:ch:bus"
