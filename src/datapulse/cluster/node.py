@@ -123,6 +123,7 @@ class ClusterNode:
         async with anyio.create_task_group() as tasks:
             self.tunnels.task_group = tasks
             tasks.start_soon(self._beat_forever)
+            tasks.start_soon(self.tunnels.publisher.run)
             await tasks.start(self._read_channel_forever)
             task_status.started()
 

@@ -23,6 +23,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from datapulse.cluster import frames
+from datapulse.cluster.admission import BurstLimiter
+from datapulse.cluster.publisher import Publisher
 from datapulse.cluster.store import Keys, store_errors
 from datapulse.errors import Unavailable
 
@@ -65,6 +67,8 @@ class Tunnels:
         queue_max_frames: int,
     ) -> None:
         self._redis = redis
+        self.publisher = Publisher(redis)
+        self.admission = BurstLimiter()
         self._keys = keys
         self.node_id = node_id
         self._forward_timeout_s = forward_timeout_s
@@ -98,7 +102,7 @@ class Tunnels:
         self._relays[tunnel_id] = inbox
         try:
             with store_errors("forwarding a request to the session's instance"):
-                listeners = await self._redis.publish(
+                listeners = await self.publisher.publish(
                     self._keys.node_channel(owner),
                     frames.encode(frames.request_header(tunnel_id, self.node_id, scope), body),
                 )
@@ -186,7 +190,7 @@ class Tunnels:
     async def _publish_cancel(self, node: str, tunnel_id: str) -> None:
         try:
             with anyio.move_on_after(1):
-                await self._redis.publish(
+                await self.publisher.publish(
                     self._keys.node_channel(node), frames.encode({"t": "cancel", "id": tunnel_id})
                 )
         except Exception:
@@ -235,6 +239,11 @@ class Tunnels:
             return
         scope[TUNNELLED_SCOPE_KEY] = True
         gone = self._served[tunnel_id] = anyio.Event()
+        try:
+            slot = await self.admission.admit()
+        except BaseException:
+            self._served.pop(tunnel_id, None)
+            raise
         delivered = False
         pending_start: Message | None = None
 
@@ -261,19 +270,22 @@ class Tunnels:
             frame = frames.encode(reply, message.get("body", b""))
             pending_start = None
             try:
-                listeners = await self._redis.publish(reply_channel, frame)
+                listeners = await self.publisher.publish(reply_channel, frame)
             except Exception as exc:
                 log.warning("tunnel %s: lost the forwarding instance (%s)", tunnel_id, type(exc).__name__)
                 listeners = 0
+            slot.release()  # the first frame is on its way: let the next tunnelled request in
             if not listeners:
                 gone.set()
 
         assert self.app is not None
         try:
-            await self.app(scope, receive, send)
+            if not gone.is_set():  # not cancelled by the forwarding instance while waiting for a slot
+                await self.app(scope, receive, send)
         except Exception:
             log.exception("forwarded request %s %s failed", scope["method"], scope["path"])
         finally:
+            slot.release()
             self._served.pop(tunnel_id, None)
 
 
