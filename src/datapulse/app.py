@@ -6,6 +6,8 @@ Routes::
     /sse, /messages           2024-11-05 HTTP+SSE (transports.sse)
     /events, /message         the DataPulse API (transports.datapulse_api)
     /health                   liveness and counts, no auth
+    /tickets                  POST: a single-use stream ticket for a browser's EventSource
+    /.well-known/oauth-protected-resource[/mcp|/sse]   RFC 9728 metadata, no auth
 
 The server's lifespan is entered once per process in the app's lifespan (not per session), and the
 lifespan owns the background work (idle-session reaping) and the shutdown of open streams.
@@ -25,23 +27,26 @@ from typing import Any
 
 import anyio
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datapulse import __version__, _sdk, notifications
+from datapulse.auth.authorization import AuthorizationMiddleware
 from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, Networks, parse_networks
 from datapulse.auth.middleware import SecurityMiddleware
-from datapulse.auth.static import LOCAL_PRINCIPAL, StaticTokenVerifier, parse_token_list
+from datapulse.auth.principal import principal_of
 from datapulse.cluster import routing
 from datapulse.cluster.bus import RedisSubscriptionBus
 from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
-from datapulse.config import Settings
+from datapulse.config import ConfigurationError, Settings
 from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, Unavailable
 from datapulse.request_state import RequestStateKeyError, install_request_state_security
 from datapulse.runtime import Runtime
+from datapulse.security import Security, build_authenticator, build_security
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.registry import MemorySessionRegistry, SessionKind, SessionRecord
-from datapulse.transports import datapulse_api, sse, streamable
+from datapulse.transports import auth_endpoints, datapulse_api, sse, streamable
 from datapulse.transports._http import send_error, send_json
 
 log = logging.getLogger("datapulse")
@@ -50,9 +55,23 @@ Handler = Callable[[Runtime, Scope, Receive, Send], Awaitable[None]]
 
 RUNTIME_STATE_KEY = "datapulse"
 
+STREAM_PATHS = frozenset({"/mcp", "/mcp/", "/sse", "/events"})
+"""Paths whose GET is a long-lived SSE stream (counted against ``max_streams_per_principal``)."""
 
-class ConfigurationError(ValueError):
-    """The settings cannot produce a working server (the message says what to change)."""
+CORS_ALLOW_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "Mcp-Session-Id",
+    "MCP-Protocol-Version",
+    "Mcp-Method",
+    "Mcp-Name",
+    "Last-Event-ID",
+)
+CORS_EXPOSE_HEADERS = ("Mcp-Session-Id", "MCP-Protocol-Version", "WWW-Authenticate", "Retry-After")
+
+
+__all__ = ["ConfigurationError", "build_authenticator", "create_app", "mounted_lifespan", "runtime_of"]
 
 
 def load_server(spec: str | None, settings: Settings | None = None) -> object:
@@ -91,33 +110,6 @@ def load_server(spec: str | None, settings: Settings | None = None) -> object:
     return target
 
 
-def token_verifier(settings: Settings) -> StaticTokenVerifier | None:
-    """The verifier for the configured static tokens; None only when auth is explicitly off.
-
-    Raises:
-        ConfigurationError: no token configured and ``insecure_no_auth`` not set, or a malformed token list.
-    """
-    tokens: dict[str, str] = {}
-    if settings.tokens is not None:
-        try:
-            tokens.update(parse_token_list(settings.tokens.get_secret_value()))
-        except ValueError as exc:
-            raise ConfigurationError(f"DATAPULSE_TOKENS: {exc}") from None
-    if settings.token is not None:
-        value = settings.token.get_secret_value()
-        if not value:
-            raise ConfigurationError("the bearer token is empty")
-        tokens.setdefault(LOCAL_PRINCIPAL, value)
-    if tokens:
-        return StaticTokenVerifier(tokens)
-    if settings.insecure_no_auth:
-        return None
-    raise ConfigurationError(
-        "no bearer token configured: set DATAPULSE_TOKEN (or LOCAL_BEARER_TOKEN / DATAPULSE_TOKENS), "
-        "or pass insecure_no_auth=True to serve without authentication"
-    )
-
-
 def create_app(settings: Settings | None = None, *, server: object | None = None) -> FastAPI:
     """Build the DataPulse ASGI app.
 
@@ -131,12 +123,9 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         (mounted apps' lifespans do not run on their own).
 
     Raises:
-        ConfigurationError: see `token_verifier` and `load_server`.
+        ConfigurationError: see `build_security` and `load_server`.
     """
     settings = settings if settings is not None else Settings()
-    verifier = token_verifier(settings)
-    if verifier is None and not settings.is_loopback:
-        log.warning("serving %s WITHOUT authentication (insecure_no_auth)", settings.host)
     target = server if server is not None else load_server(settings.app, settings)
     lowlevel = _sdk.lowlevel_server(target)
     try:
@@ -145,6 +134,10 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         raise ConfigurationError(str(exc)) from None
     node_id = secrets.token_hex(4)
     cluster = ClusterNode(settings, node_id) if settings.cluster else None
+    security = build_security(settings, target.name if isinstance(target, _sdk.MCPServer) else lowlevel.name, cluster)
+    if security.authenticator is None and not settings.is_loopback:
+        log.warning("serving %s WITHOUT authentication (insecure_no_auth)", settings.host)
+    _install_authorization(lowlevel, security)
     local_bus = _sdk.subscription_bus(target)
     cluster_bus: RedisSubscriptionBus | None = None
     if local_bus is not None:
@@ -164,6 +157,7 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         ),
         node_id=node_id,
         cluster=cluster,
+        security=security,
     )
 
     runtime.local_bus = local_bus
@@ -181,12 +175,15 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         allowed_hosts = list(LOOPBACK_HOST_PATTERNS)
     else:
         allowed_hosts = None
-    security = SecurityOptions(
-        verifier=verifier,
+    metadata_paths = security.resource.served_paths()
+    options = SecurityOptions(
+        security=security,
         allowed_hosts=allowed_hosts,
-        allowed_origins=list(settings.allowed_origins),
+        allowed_origins=[*settings.allowed_origins, *(o for o in settings.cors_origins if o != "*")],
         allow_loopback_origins=settings.is_loopback,
         trusted_proxies=parse_networks(settings.trusted_proxies),
+        metadata_paths=frozenset(metadata_paths),
+        cors_origins=list(settings.cors_origins),
     )
 
     def endpoint(path: str, handler: Handler, *methods: str) -> _Endpoint:
@@ -203,10 +200,13 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         "/events": endpoint("/events", datapulse_api.handle_events, "GET", "DELETE"),
         "/message": endpoint("/message", datapulse_api.handle_message, "POST"),
         "/health": endpoint("/health", _health, "GET"),
+        "/tickets": endpoint("/tickets", auth_endpoints.handle_tickets, "POST"),
     }
+    for path in metadata_paths:
+        routes[path] = endpoint(path, auth_endpoints.handle_protected_resource, "GET")
     app = DataPulseApp(
         routes,
-        security,
+        options,
         title="DataPulse",
         version=__version__,
         lifespan=app_lifespan,
@@ -271,6 +271,8 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
             await shutdown(runtime)
             runtime.running = False
             tasks.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await runtime.security.aclose()
             if cluster is not None:
                 await cluster.leave()
 
@@ -316,15 +318,25 @@ async def _reap_forever(runtime: Runtime) -> None:
             log.exception("idle-session reaper failed; retrying next interval")
 
 
+def _install_authorization(lowlevel: _sdk.Server[Any], security: Security) -> None:
+    """Put the scope/rate-limit middleware first on the server's chain (replacing one from an earlier app)."""
+    chain = lowlevel.middleware
+    chain[:] = [m for m in chain if not isinstance(m, AuthorizationMiddleware)]
+    if security.policy or security.rate_limiter is not None:
+        chain.insert(0, AuthorizationMiddleware(security.policy, security.rate_limiter))
+
+
 @dataclass(frozen=True)
 class SecurityOptions:
-    """How `SecurityMiddleware` is configured for one app (see its docstring)."""
+    """How `SecurityMiddleware` (and CORS in front of it) is configured for one app (see its docstring)."""
 
-    verifier: StaticTokenVerifier | None
+    security: Security
     allowed_hosts: list[str] | None
     allowed_origins: list[str]
     allow_loopback_origins: bool
     trusted_proxies: Networks
+    metadata_paths: frozenset[str]
+    cors_origins: list[str]
 
 
 class DataPulseApp(FastAPI):
@@ -351,14 +363,27 @@ class DataPulseApp(FastAPI):
         for cls, args, kwargs in reversed(user_middleware):
             app = cls(app, *args, **kwargs)
         options = self._security
-        return SecurityMiddleware(
+        app = SecurityMiddleware(
             app,
-            verifier=options.verifier,
+            authenticator=options.security.authenticator,
+            resource=options.security.resource,
+            tickets=options.security.tickets,
             allowed_hosts=options.allowed_hosts,
             allowed_origins=options.allowed_origins,
             allow_loopback_origins=options.allow_loopback_origins,
             trusted_proxies=options.trusted_proxies,
+            any_origin_paths=options.metadata_paths,
         )
+        if options.cors_origins:  # outermost: preflights are answered before Host/Origin/auth checks
+            app = CORSMiddleware(
+                app,
+                allow_origins=options.cors_origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=list(CORS_ALLOW_HEADERS),
+                expose_headers=list(CORS_EXPOSE_HEADERS),
+                max_age=600,
+            )
+        return app
 
 
 class _PathTable:
@@ -393,6 +418,7 @@ class _Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
+        release: Callable[[], None] | None = None
         try:
             if self.methods is not None and scope["method"] not in self.methods:
                 raise MethodNotAllowed(scope["method"], self.methods)
@@ -401,8 +427,14 @@ class _Endpoint:
                     "Service Unavailable: the DataPulse lifespan has not started (when mounting the app, enter "
                     "datapulse.mounted_lifespan(app) from the host app's lifespan)"
                 )
+            tunnelled = bool(scope.get(TUNNELLED_SCOPE_KEY))  # counted on the instance the client reached
+            security = runtime.security
+            if not tunnelled and scope["method"] == "POST" and security.rate_limiter is not None:
+                await security.rate_limiter.hit_request(principal_of(scope).key)
+            if not tunnelled and scope["method"] == "GET" and self.path in STREAM_PATHS:
+                release = security.stream_slots.acquire(principal_of(scope).key)
             cluster = runtime.cluster
-            if cluster is not None and not scope.get(TUNNELLED_SCOPE_KEY):
+            if cluster is not None and not tunnelled:
                 session_id = routing.session_id_of(self.path, scope)
                 if session_id is not None and runtime.sessions.peek(session_id) is None:
                     routed = await routing.route(runtime, cluster, session_id, scope, receive, send)
@@ -415,6 +447,9 @@ class _Endpoint:
         except Exception as exc:
             log.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             await _send_if_not_started(send, Internal("Internal error"), log_as=exc)
+        finally:
+            if release is not None:
+                release()
 
 
 async def _send_if_not_started(send: Send, error: DataPulseError, *, log_as: Exception | None) -> None:

@@ -73,7 +73,7 @@ def serve(app: str | None, **options: Any) -> None:
     except ValidationError as exc:
         raise click.UsageError(_validation_message(exc)) from None
     generated: str | None = None
-    if not settings.has_static_tokens and not settings.insecure_no_auth:
+    if not settings.auth_enabled and not settings.insecure_no_auth:
         generated = secrets.token_urlsafe(32)
         settings = settings.model_copy(update={"token": SecretStr(generated)})
     elif settings.insecure_no_auth and not settings.is_loopback:

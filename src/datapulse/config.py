@@ -19,6 +19,10 @@ CommaList = Annotated[list[str], NoDecode]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
+class ConfigurationError(ValueError):
+    """The settings cannot produce a working server (the message says what to change)."""
+
+
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -57,6 +61,76 @@ class Settings(BaseSettings):
     )
     insecure_no_auth: bool = Field(
         default=False, description="Serve without authentication. Refused on non-loopback hosts unless set."
+    )
+
+    # --- JWT bearer tokens (OAuth 2.1 resource server) -------------------------------------------------------------
+    jwt_issuer: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("jwt_issuer", "DATAPULSE_JWT_ISSUER", "JWT_ISSUER"),
+        description="Accept JWTs from this issuer (exact 'iss'). Its keys come from JWT_KEY, DATAPULSE_JWKS_URL, "
+        "or are discovered from the issuer (OpenID / RFC 8414 metadata -> jwks_uri). Alias: JWT_ISSUER.",
+    )
+    jwt_audience: CommaList = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("jwt_audience", "DATAPULSE_JWT_AUDIENCE", "JWT_AUDIENCE"),
+        description="Accepted 'aud' values (RFC 8707 resource), comma-separated. Default: this server's resource "
+        "URLs (PUBLIC_URL + /mcp and /sse). Alias: JWT_AUDIENCE.",
+    )
+    jwt_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("jwt_key", "DATAPULSE_JWT_KEY", "JWT_KEY"),
+        description="The issuer's public key as PEM text or a path to a PEM file (no JWKS fetching). Alias: JWT_KEY.",
+    )
+    jwks_url: str | None = Field(default=None, description="The issuer's JWKS URL (skips discovery).")
+    jwt_algorithms: CommaList = Field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"],
+        description="Accepted JWT signature algorithms (asymmetric only; 'none' and HS* are always refused).",
+    )
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat, seconds.")
+    jwks_cache_ttl_s: float = Field(default=600.0, gt=0, description="Seconds before the JWKS is fetched again.")
+    jwks_refresh_min_interval_s: float = Field(
+        default=30.0, ge=0, description="An unknown 'kid' refetches the JWKS at most once per this many seconds."
+    )
+    jwks_timeout_s: float = Field(default=5.0, gt=0, description="Bound on one discovery or JWKS fetch, seconds.")
+    authorization_servers: CommaList = Field(
+        default_factory=list,
+        description="Authorization servers listed in the protected-resource metadata (RFC 9728). Default: the JWT "
+        "issuer.",
+    )
+    required_scopes: CommaList = Field(
+        default_factory=list,
+        description="Scopes every request needs (else 403 insufficient_scope). Static tokens hold every scope.",
+    )
+    scopes: str | None = Field(
+        default=None,
+        description="Scopes per tool, resource and prompt: 'tool:admin_*=admin;resource:file:///secret/*=secret "
+        "read;prompt:*=prompts' (globs; the first matching rule of a kind applies; space-separated scopes are all "
+        "needed). Items a principal lacks scopes for are hidden from lists and refused.",
+    )
+
+    # --- rate limits and caps -------------------------------------------------------------------------------------
+    rate_limit: str | None = Field(
+        default=None,
+        description="Requests per principal, in the 'limits' notation: '60/minute' or '10/second;1000/hour'. "
+        "Over it: 429 with Retry-After. Shared across instances in cluster mode.",
+    )
+    tool_rate_limits: str | None = Field(
+        default=None,
+        description="tools/call limits per principal and tool: 'search=10/minute,fetch_*=5/minute;100/hour' "
+        "(globs, first match wins).",
+    )
+    max_streams_per_principal: int | None = Field(
+        default=100, ge=1, description="Concurrent SSE streams (GET /sse, /events, /mcp) per principal, per instance."
+    )
+    stream_ticket_ttl_s: float = Field(
+        default=60.0, gt=0, le=600, description="Lifetime of a single-use stream ticket (POST /tickets), seconds."
+    )
+
+    # --- browsers --------------------------------------------------------------------------------------------------
+    cors_origins: CommaList = Field(
+        default_factory=list,
+        description="Origins allowed to call the MCP endpoints from a browser (CORS), e.g. 'https://app.example.com'; "
+        "'*' for any. Empty: CORS off.",
     )
 
     # --- DNS rebinding / proxies ----------------------------------------------------------------------------------
@@ -135,7 +209,18 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
 
-    @field_validator("allowed_hosts", "allowed_origins", "trusted_proxies", "fetch_allowlist", mode="before")
+    @field_validator(
+        "allowed_hosts",
+        "allowed_origins",
+        "trusted_proxies",
+        "fetch_allowlist",
+        "jwt_audience",
+        "jwt_algorithms",
+        "authorization_servers",
+        "required_scopes",
+        "cors_origins",
+        mode="before",
+    )
     @classmethod
     def _comma_lists(cls, value: object) -> object:
         return _split_commas(value)
@@ -169,14 +254,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _auth_required_off_loopback(self) -> Settings:
-        if self.host not in LOOPBACK_HOSTS and self.insecure_no_auth and self.has_static_tokens:
-            raise ValueError("insecure_no_auth conflicts with configured tokens; choose one")
+        if self.host not in LOOPBACK_HOSTS and self.insecure_no_auth and self.auth_enabled:
+            raise ValueError("insecure_no_auth conflicts with configured tokens or JWT issuer; choose one")
         return self
 
     @property
     def has_static_tokens(self) -> bool:
         """Whether any static bearer token is configured."""
         return self.token is not None or self.tokens is not None
+
+    @property
+    def jwt(self) -> bool:
+        """Whether JWT bearer tokens are accepted (``jwt_issuer`` set)."""
+        return bool(self.jwt_issuer)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests must authenticate (static tokens or JWT)."""
+        return self.has_static_tokens or self.jwt
 
     @property
     def cluster(self) -> bool:

@@ -12,6 +12,7 @@ JSON-RPC error code, so every transport maps it to the wire the same way::
     ├── SessionNotFound                  404  -32001  unknown, expired or foreign session (never says which)
     ├── Unauthorized                     401  -32001  missing or invalid bearer token (RFC 6750 §3)
     ├── Forbidden                        403  -32001  Origin not allowed (DNS rebinding protection)
+    │   └── InsufficientScope            403  -32001  the token lacks a scope the operation needs (RFC 6750 §3.1)
     ├── MisdirectedRequest               421  -32001  Host not allowed (DNS rebinding protection)
     ├── MethodNotAllowed                 405  -32600  HTTP method not served on this path
     ├── NotAcceptable                    406  -32600  Accept header excludes what the endpoint returns
@@ -19,6 +20,7 @@ JSON-RPC error code, so every transport maps it to the wire the same way::
     ├── PayloadTooLarge                  413  -32600  body over ``max_body_bytes``
     ├── UnsupportedMediaType             415  -32600  Content-Type is not application/json
     ├── TooManySessions                  429  -32000  per-principal session cap reached
+    ├── RateLimited                      429  -32000  a rate limit or concurrent-stream cap was hit (Retry-After)
     ├── Unavailable                      503  -32000  server at capacity, shutting down, or outbox full
     └── Internal                         500  -32603  an unexpected server fault (details only in the log)
 
@@ -101,6 +103,16 @@ class Forbidden(DataPulseError):
     jsonrpc_code = ACCESS_ERROR
 
 
+class InsufficientScope(Forbidden):
+    """The principal's token lacks ``required`` scopes (RFC 6750 §3.1; MCP authorization, "Runtime
+    Insufficient Scope Errors"). ``data`` carries ``{"requiredScopes": [...]}``; over HTTP the 403 carries
+    ``WWW-Authenticate: Bearer error="insufficient_scope", scope="..."`` (set by the auth layer)."""
+
+    def __init__(self, message: str, required: frozenset[str] | set[str], *, headers: dict[str, str] | None = None):
+        super().__init__(message, data={"requiredScopes": sorted(required)}, headers=headers)
+        self.required = frozenset(required)
+
+
 class MisdirectedRequest(DataPulseError):
     http_status = 421
     jsonrpc_code = ACCESS_ERROR
@@ -139,6 +151,21 @@ class UnsupportedMediaType(DataPulseError):
 class TooManySessions(DataPulseError):
     http_status = 429
     jsonrpc_code = SERVER_ERROR
+
+
+class RateLimited(DataPulseError):
+    """Too many requests: a rate limit (``limits`` notation, e.g. ``60/minute``) or a concurrency cap was
+    hit. ``retry_after_s`` (whole seconds, ≥ 1) is sent as ``Retry-After`` (RFC 9110 §10.2.3) and in ``data``."""
+
+    http_status = 429
+    jsonrpc_code = SERVER_ERROR
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        retry_after_s = max(1, int(retry_after_s))
+        super().__init__(
+            message, data={"retryAfterSeconds": retry_after_s}, headers={"Retry-After": str(retry_after_s)}
+        )
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(DataPulseError):

@@ -17,6 +17,7 @@ from datapulse.sessions.streams import EventJournal
 if TYPE_CHECKING:
     from datapulse.cluster.bus import RedisSubscriptionBus
     from datapulse.cluster.node import ClusterNode
+    from datapulse.security import Security
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Runtime:
         settings: the validated settings.
         server: the SDK low-level server (handler registry) being served.
         sessions: the session manager for every session-based transport.
+        security: who may call, what they may use, how much (`datapulse.security`).
         lifespan_state: the value the server's lifespan yielded (entered once per process).
         shutdown: set when the server begins shutting down; long-lived streams end when it is set.
         started_at: process start, `time.time()` seconds.
@@ -37,6 +39,7 @@ class Runtime:
     settings: Settings
     server: _sdk.Server[Any]
     sessions: SessionManager
+    security: Security
     lifespan_state: Any = None
     shutdown: anyio.Event = field(default_factory=anyio.Event)
     started_at: float = field(default_factory=time.time)

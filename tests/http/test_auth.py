@@ -38,13 +38,17 @@ async def test_every_endpoint_but_health_needs_a_valid_bearer_token(
     async with server.client(token=None) as client:
         missing = await client.request(method, path, headers=headers, content=jsonrpc("tools/list"))
         assert missing.status_code == 401
-        assert missing.headers["www-authenticate"] == 'Bearer realm="datapulse"'
+        metadata = f'resource_metadata="{server.url}/.well-known/oauth-protected-resource/mcp"'
+        assert missing.headers["www-authenticate"] == f'Bearer realm="datapulse", {metadata}'
         assert missing.json()["error"]["message"].startswith("Unauthorized")
         wrong = await client.request(
             method, path, headers={**headers, "Authorization": "Bearer not-a-token"}, content=jsonrpc("tools/list")
         )
         assert wrong.status_code == 401
-        assert wrong.headers["www-authenticate"] == 'Bearer realm="datapulse", error="invalid_token"'
+        assert wrong.headers["www-authenticate"] == (
+            'Bearer realm="datapulse", error="invalid_token", '
+            f'error_description="the bearer token is not valid", {metadata}'
+        )
         basic = await client.request(
             method, path, headers={**headers, "Authorization": f"Basic {TOKEN}"}, content=jsonrpc("tools/list")
         )
@@ -68,7 +72,7 @@ async def test_token_values_never_reach_the_logs(server: RunningServer, caplog: 
         await bad.post("/mcp", content=jsonrpc("tools/list"), headers=legacy_headers())
         await good.post("/message", content=jsonrpc("tools/list"), headers={"Content-Type": "application/json"})
     text = "\n".join(record.getMessage() for record in caplog.records)
-    assert "invalid bearer token" in text
+    assert "invalid bearer token (unknown_token)" in text
     assert "leaky-secret-value" not in text
     assert ALICE_TOKEN not in text
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from datapulse.app import ConfigurationError, token_verifier
 from datapulse.auth.principal import Principal
-from datapulse.config import Settings
+from datapulse.config import ConfigurationError, Settings
+from datapulse.security import build_authenticator, static_verifier
 
 
 @pytest.fixture(autouse=True)
@@ -33,20 +33,20 @@ def test_defaults_are_local_and_sane() -> None:
 
 def test_the_seed_token_variable_is_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCAL_BEARER_TOKEN", "seed-token")
-    verifier = token_verifier(Settings())
+    verifier = static_verifier(Settings())
     assert verifier is not None
-    assert verifier.principal_for("seed-token") == Principal("local")
+    assert verifier.principal_for("seed-token") == Principal("local", unrestricted=True)
 
 
 def test_a_token_list_names_principals_and_sits_beside_the_single_token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATAPULSE_TOKENS", "alice:a-token,bob:b-token")
     monkeypatch.setenv("DATAPULSE_TOKEN", "l-token")
-    verifier = token_verifier(Settings())
+    verifier = static_verifier(Settings())
     assert verifier is not None
     assert [verifier.principal_for(t) for t in ("a-token", "b-token", "l-token")] == [
-        Principal("alice"),
-        Principal("bob"),
-        Principal("local"),
+        Principal("alice", unrestricted=True),
+        Principal("bob", unrestricted=True),
+        Principal("local", unrestricted=True),
     ]
 
 
@@ -57,8 +57,8 @@ def test_environment_lists_are_comma_separated(monkeypatch: pytest.MonkeyPatch) 
 
 def test_no_token_and_no_explicit_opt_out_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="DATAPULSE_TOKEN"):
-        token_verifier(Settings())
-    assert token_verifier(Settings(insecure_no_auth=True)) is None
+        build_authenticator(Settings())
+    assert build_authenticator(Settings(insecure_no_auth=True)) is None
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
 """Pure-ASGI security middleware: Host/Origin validation, then bearer-token authentication.
 
 Order matters: a request from a rebinding page is refused (421/403) before its token is looked at;
-an unauthenticated request is refused (401 with ``WWW-Authenticate: Bearer``, RFC 6750 §3) before
-any endpoint runs. The authenticated principal goes into the ASGI scope for the endpoints, and into
+an unauthenticated request is refused (401 with ``WWW-Authenticate: Bearer ... resource_metadata=``,
+RFC 6750 §3 and RFC 9728 §5.1) before any endpoint runs, and a principal without the required scopes
+gets 403 ``insufficient_scope`` naming them. The protected-resource metadata (RFC 9728) and
+``/health`` are served without auth. A stream GET (``/events``, ``/sse``) may authenticate with a
+single-use ``?ticket=`` from ``POST /tickets`` instead of a header; a long-lived token in a URL is
+always refused. The authenticated principal goes into the ASGI scope for the endpoints, and into
 the SDK's ``auth_context_var`` so tool handlers can call ``get_access_token()``. Token values are
 never logged. Works on streaming responses (no body buffering; never `BaseHTTPMiddleware`).
 """
@@ -16,55 +20,71 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datapulse import _sdk
-from datapulse.auth.hosts import Networks, effective_host, host_allowed, origin_allowed
+from datapulse.auth.authenticator import Authenticator, InvalidToken
+from datapulse.auth.authorization import CURRENT_PRINCIPAL
+from datapulse.auth.hosts import Networks, effective_host, host_allowed, is_trusted_proxy, origin_allowed
 from datapulse.auth.principal import ANONYMOUS, PRINCIPAL_SCOPE_KEY, Principal
-from datapulse.auth.static import StaticTokenVerifier, access_token_for
-from datapulse.errors import DataPulseError, Forbidden, MisdirectedRequest, Unauthorized
-from datapulse.transports._http import send_error
+from datapulse.auth.resource import ProtectedResource
+from datapulse.auth.tickets import TICKET_PATHS, TicketStore
+from datapulse.errors import DataPulseError, Forbidden, InsufficientScope, MisdirectedRequest, Unauthorized
+from datapulse.transports._http import query_param, send_error
 
 log = logging.getLogger("datapulse.auth")
 
 _URL_TOKEN_PARAMS = (b"access_token=", b"token=", b"api_key=")
 
+BASE_URL_SCOPE_KEY = "datapulse.base_url"
+"""ASGI scope key: the server's base URL as this request's client sees it (for metadata and challenges)."""
+
 
 class SecurityMiddleware:
-    """Refuses misdirected, cross-origin and unauthenticated requests.
+    """Refuses misdirected, cross-origin, unauthenticated and under-scoped requests.
 
     Args:
         app: the wrapped ASGI app.
-        verifier: the token verifier, or None to serve every request as the anonymous principal
+        authenticator: verifies bearer tokens, or None to serve every request as the anonymous principal
             (``--insecure-no-auth``).
+        resource: this server as an OAuth protected resource (metadata URL, challenges, required scopes).
+        tickets: the stream-ticket store (``?ticket=`` on stream GETs), or None.
         allowed_hosts: accepted Host patterns (see `host_allowed`), or None to accept any Host.
         allowed_origins: extra accepted Origins (same-origin is always accepted).
         allow_loopback_origins: accept ``http://localhost:*``-style origins (the server is local).
-        trusted_proxies: networks whose ``X-Forwarded-Host`` is believed.
-        public_paths: paths served without auth (``/health``); Host/Origin rules still apply.
+        trusted_proxies: networks whose ``X-Forwarded-Host`` / ``X-Forwarded-Proto`` are believed.
+        public_paths: paths served without auth (``/health``, the RFC 9728 metadata); Host rules still apply.
+        any_origin_paths: public paths any Origin may read (the metadata documents).
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        verifier: StaticTokenVerifier | None,
+        authenticator: Authenticator | None,
+        resource: ProtectedResource,
+        tickets: TicketStore | None,
         allowed_hosts: Sequence[str] | None,
         allowed_origins: Sequence[str],
         allow_loopback_origins: bool,
         trusted_proxies: Networks,
         public_paths: frozenset[str] = frozenset({"/health"}),
+        any_origin_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
-        self.verifier = verifier
+        self.authenticator = authenticator
+        self.resource = resource
+        self.tickets = tickets
         self.allowed_hosts = allowed_hosts
         self.allowed_origins = allowed_origins
         self.allow_loopback_origins = allow_loopback_origins
         self.trusted_proxies = trusted_proxies
-        self.public_paths = public_paths
+        self.public_paths = public_paths | any_origin_paths
+        self.any_origin_paths = any_origin_paths
+        self.required_scopes = frozenset(resource.required_scopes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = origin = authorization = forwarded_host = None
+        host = origin = authorization = forwarded_host = forwarded_proto = None
         for key, value in scope["headers"]:
             if key == b"host":
                 host = value.decode("latin-1")
@@ -74,35 +94,60 @@ class SecurityMiddleware:
                 origin = value.decode("latin-1")
             elif key == b"x-forwarded-host":
                 forwarded_host = value.decode("latin-1")
+            elif key == b"x-forwarded-proto":
+                forwarded_proto = value.decode("latin-1")
+        base_url = ""
         try:
             request_host = self._check_host(scope, host, forwarded_host)
-            if origin is not None and not origin_allowed(
-                origin, request_host, self.allowed_origins, allow_loopback=self.allow_loopback_origins
-            ):
-                raise Forbidden(f"Forbidden: Origin {origin!r} is not allowed; add it to allowed_origins")
+            base_url = self.resource.base_url(self._scheme(scope, forwarded_proto), request_host)
+            scope[BASE_URL_SCOPE_KEY] = base_url
             path: str = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :] or "/"
+            if (
+                origin is not None
+                and path not in self.any_origin_paths
+                and not origin_allowed(
+                    origin, request_host, self.allowed_origins, allow_loopback=self.allow_loopback_origins
+                )
+            ):
+                raise Forbidden(f"Forbidden: Origin {origin!r} is not allowed; add it to allowed_origins")
             if path in self.public_paths:
                 await self.app(scope, receive, send)
                 return
-            principal, token = self._authenticate(scope, authorization)
+            principal, access_token = await self._authenticate(scope, path, authorization, base_url)
+            missing = principal.missing(self.required_scopes)
+            if missing:
+                raise InsufficientScope(
+                    f"Forbidden: this server needs the scope(s) {' '.join(sorted(missing))}; request a token "
+                    "that includes them",
+                    missing,
+                    headers={
+                        "WWW-Authenticate": self.resource.challenge(
+                            base_url, error="insufficient_scope", scopes=sorted(self.required_scopes)
+                        )
+                    },
+                )
         except DataPulseError as error:
             await send_error(send, error)
             return
         scope[PRINCIPAL_SCOPE_KEY] = principal
-        if token is None:
-            await self.app(scope, receive, send)
-            return
-        user = _sdk.AuthenticatedUser(access_token_for(principal, token))
-        scope["user"] = user
-        scope["auth"] = AuthCredentials(sorted(principal.scopes))
-        reset = _sdk.auth_context_var.set(user)
+        principal_reset = CURRENT_PRINCIPAL.set(principal)
         try:
-            await self.app(scope, receive, send)
+            if access_token is None:
+                await self.app(scope, receive, send)
+                return
+            user = _sdk.AuthenticatedUser(access_token)
+            scope["user"] = user
+            scope["auth"] = AuthCredentials(sorted(principal.scopes))
+            reset = _sdk.auth_context_var.set(user)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _sdk.auth_context_var.reset(reset)
         finally:
-            _sdk.auth_context_var.reset(reset)
+            CURRENT_PRINCIPAL.reset(principal_reset)
 
     def _check_host(self, scope: Scope, host: str | None, forwarded_host: str | None) -> str:
         client = scope.get("client")
@@ -114,25 +159,60 @@ class SecurityMiddleware:
             )
         return request_host
 
-    def _authenticate(self, scope: Scope, authorization: str | None) -> tuple[Principal, str | None]:
-        if self.verifier is None:
+    def _scheme(self, scope: Scope, forwarded_proto: str | None) -> str:
+        client = scope.get("client")
+        trusted = is_trusted_proxy(client[0] if client else None, self.trusted_proxies)
+        if trusted and forwarded_proto in ("http", "https"):
+            return str(forwarded_proto)
+        return str(scope.get("scheme", "http"))
+
+    async def _authenticate(
+        self, scope: Scope, path: str, authorization: str | None, base_url: str
+    ) -> tuple[Principal, _sdk.AccessToken | None]:
+        if self.authenticator is None:
             return ANONYMOUS, None
         query: bytes = scope.get("query_string", b"")
         if query and any(param in query for param in _URL_TOKEN_PARAMS):
-            raise _unauthorized("Unauthorized: tokens are not accepted in URLs; send Authorization: Bearer <token>")
+            raise self._unauthorized(
+                base_url, "Unauthorized: tokens are not accepted in URLs; send Authorization: Bearer <token>"
+            )
         if authorization is None:
-            raise _unauthorized("Unauthorized: send Authorization: Bearer <token>", error=None)
+            ticket = query_param(scope, "ticket") if b"ticket=" in query else None
+            if ticket is not None and self.tickets is not None and path in TICKET_PATHS and scope["method"] == "GET":
+                principal = await self.tickets.redeem(ticket)
+                if principal is None:
+                    raise self._unauthorized(
+                        base_url,
+                        "Unauthorized: the stream ticket is unknown, expired or already used; get a new "
+                        "one with POST /tickets",
+                    )
+                return principal, _ticket_access_token(principal)
+            raise self._unauthorized(base_url, "Unauthorized: send Authorization: Bearer <token>", error=None)
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise _unauthorized("Unauthorized: the Authorization header must be 'Bearer <token>'")
-        principal = self.verifier.principal_for(token)
-        if principal is None:
-            log.info("refused a request with an invalid bearer token (path %s)", scope.get("path"))
-            raise _unauthorized("Unauthorized: the bearer token is not valid")
-        return principal, token
+            raise self._unauthorized(base_url, "Unauthorized: the Authorization header must be 'Bearer <token>'")
+        try:
+            return await self.authenticator.authenticate(token)
+        except InvalidToken as exc:
+            log.info("refused an invalid bearer token (%s) on %s", exc.reason, scope.get("path"))
+            description = exc.message.removeprefix("Unauthorized: ")
+            raise self._unauthorized(base_url, exc.message, description=description) from None
+
+    def _unauthorized(
+        self, base_url: str, message: str, *, error: str | None = "invalid_token", description: str | None = None
+    ) -> Unauthorized:
+        challenge = self.resource.challenge(base_url, error=error, description=description)
+        return Unauthorized(message, headers={"WWW-Authenticate": challenge})
 
 
-def _unauthorized(message: str, error: str | None = "invalid_token") -> Unauthorized:
-    challenge = 'Bearer realm="datapulse"' + (f', error="{error}"' if error else "")
-    return Unauthorized(message, headers={"WWW-Authenticate": challenge})
+def _ticket_access_token(principal: Principal) -> _sdk.AccessToken:
+    """What handlers see for a stream opened with a ticket (the ticket itself is spent and not exposed)."""
+    return _sdk.AccessToken(
+        token="",
+        client_id=principal.name,
+        scopes=sorted(principal.scopes),
+        expires_at=None,
+        subject=principal.name,
+        claims={"iss": principal.issuer or "datapulse:ticket", "sub": principal.name},
+    )

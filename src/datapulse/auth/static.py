@@ -59,7 +59,7 @@ class StaticTokenVerifier:
         for name, expected in self._digests:
             if hmac.compare_digest(digest, expected):
                 found = name
-        return Principal(found) if found is not None else None
+        return Principal(found, unrestricted=True) if found is not None else None
 
     async def verify_token(self, token: str) -> _sdk.AccessToken | None:
         """SDK ``TokenVerifier``: an `AccessToken` for a known token, else None."""

@@ -58,7 +58,7 @@ async def route(
     record = await cluster.session_record(session_id)
     if record is None or record.owner == cluster.node_id:
         return receive
-    if record.principal != principal_of(scope).name:
+    if record.principal != principal_of(scope).key:
         log.warning("session %s: refused a request from another principal", session_id[:16])
         raise SessionNotFound()
     body = await read_body(scope, receive, runtime.settings.max_body_bytes) if scope["method"] == "POST" else b""

@@ -11,6 +11,9 @@ one slot and the Lua compare-and-set scripts touch a single slot::
     dp:{n:<node>}:alive        string the node's heartbeat; expires after node_heartbeat_ttl_s
     dp:ch:node:<node>          channel requests tunnelled to the node, and replies to its tunnels
     dp:ch:bus                  channel subscription events (list changes, resource updates)
+    dp:ticket:<sha256>         string  a stream ticket's principal until redeemed (GETDEL); TTL stream_ticket_ttl_s
+    dp:rl:LIMITER/p/<digest>/… list    a principal's moving rate-limit window (`datapulse.ratelimit`); expires
+    dp:rl:LIMITER/t/<digest>/… list    a principal's per-tool window; principal as sha256 hex[:32]
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ class ApiSession(LiveSession):
 
 
 async def _open_or_find(runtime: Runtime, scope: Scope, session_id: str) -> ApiSession:
-    principal = principal_of(scope).name
+    principal = principal_of(scope).key
     if runtime.sessions.peek(session_id) is None:
         try:
             return await runtime.sessions.open(ApiSession(session_id, principal, runtime))
@@ -165,7 +165,7 @@ async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: 
     if session_id is None:
         raise MissingSessionId("Bad Request: the session_id query parameter is required")
     if scope["method"] == "DELETE":
-        await runtime.sessions.lookup(session_id, principal_of(scope).name, ApiSession)
+        await runtime.sessions.lookup(session_id, principal_of(scope).key, ApiSession)
         await runtime.sessions.close(session_id, "client sent DELETE")
         await send_empty(send, 200)
         return

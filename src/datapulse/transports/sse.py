@@ -87,7 +87,7 @@ async def handle_get(runtime: Runtime, scope: Scope, receive: Receive, send: Sen
     if not sse_ok:
         raise NotAcceptable("Not Acceptable: GET /sse returns text/event-stream; add it to the Accept header")
     settings = runtime.settings
-    session = await runtime.sessions.open(SseSession(runtime.new_session_id(), principal_of(scope).name, runtime))
+    session = await runtime.sessions.open(SseSession(runtime.new_session_id(), principal_of(scope).key, runtime))
     cancel = anyio.CancelScope()
     connection = SseConnection(send, settings.slow_client_timeout_s, on_abort=cancel.cancel)
     session.stream = connection
@@ -125,7 +125,7 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
         raise MissingSessionId("Bad Request: the session_id query parameter is required (from the endpoint event)")
     if not is_valid_session_id(session_id):
         raise InvalidRequest("Bad Request: session_id is malformed")
-    session = await runtime.sessions.lookup(session_id, principal_of(scope).name, SseSession)
+    session = await runtime.sessions.lookup(session_id, principal_of(scope).key, SseSession)
     require_json_content_type(scope)
     body = await read_body(scope, receive, runtime.settings.max_body_bytes)
     message = _jsonrpc.classify(_jsonrpc.loads(body))

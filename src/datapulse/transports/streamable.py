@@ -270,7 +270,7 @@ async def _post(runtime: Runtime, scope: Scope, receive: Receive, send: Send) ->
     require_json_content_type(scope)
     body = await read_body(scope, receive, runtime.settings.max_body_bytes)
     message = _jsonrpc.classify(_jsonrpc.loads(body))
-    principal = principal_of(scope).name
+    principal = principal_of(scope).key
     if header(scope, b"mcp-session-id") is None:
         if not (isinstance(message, _jsonrpc.Request) and message.method == "initialize"):
             _require_session_id(scope)
@@ -324,7 +324,7 @@ async def _get(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> 
     _, sse_ok = accepts(header(scope, b"accept"))
     if not sse_ok:
         raise NotAcceptable("Not Acceptable: GET /mcp returns text/event-stream; add it to the Accept header")
-    session = await runtime.sessions.lookup(_require_session_id(scope), principal_of(scope).name, StreamableSession)
+    session = await runtime.sessions.lookup(_require_session_id(scope), principal_of(scope).key, StreamableSession)
     stream, after_seq = _resume_target(session, header(scope, b"last-event-id"))
     if after_seq is None and stream.connection is not None and not stream.connection.closed:
         raise Conflict("Conflict: this session already has an open GET stream; close it or resume with Last-Event-ID")
@@ -370,7 +370,7 @@ def _resume_target(session: StreamableSession, last_event_id: str | None) -> tup
 
 
 async def _delete(runtime: Runtime, scope: Scope, send: Send) -> None:
-    session = await runtime.sessions.lookup(_require_session_id(scope), principal_of(scope).name, StreamableSession)
+    session = await runtime.sessions.lookup(_require_session_id(scope), principal_of(scope).key, StreamableSession)
     await runtime.sessions.close(session.id, "client sent DELETE")
     await send_empty(send, 200)
 
