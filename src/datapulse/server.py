@@ -34,18 +34,29 @@ class DataPulseServer(uvicorn.Server):
         config: the uvicorn config (its ``app`` must be built by `create_app`).
         app: the same app, to reach its runtime.
         on_started: called once with the bound base URL after the listening sockets are open.
+        freeze_gc: freeze the objects alive after start-up (`freeze_startup_objects`); for a process that
+            serves only this app (``datapulse serve``), not for one embedding it.
     """
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, on_started: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        on_started: Callable[[str], None] | None = None,
+        *,
+        freeze_gc: bool = False,
+    ) -> None:
         super().__init__(config)
         self._app = app
         self._on_started = on_started
+        self._freeze_gc = freeze_gc
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.should_exit:
             return
-        freeze_startup_objects()
+        if self._freeze_gc:
+            freeze_startup_objects()
         if self._on_started is not None:
             self._on_started(self.bound_url())
 
@@ -140,4 +151,4 @@ def run(app: FastAPI, settings: Settings, *, generated_token: str | None = None,
     def announce(url: str) -> None:
         print(banner(url, settings, server_name, generated_token), file=out, flush=True)
 
-    DataPulseServer(uvicorn_config(app, settings), app, on_started=announce).run()
+    DataPulseServer(uvicorn_config(app, settings), app, on_started=announce, freeze_gc=True).run()
