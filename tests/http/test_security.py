@@ -118,14 +118,16 @@ async def test_an_invalid_jwt_is_401_with_a_reason_and_the_metadata_url(
 
 async def test_an_unreachable_jwks_is_a_503_with_retry_after_not_a_hang(issuer: LocalIssuer) -> None:
     settings = jwt_settings(issuer, jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json", jwks_timeout_s=2)
-    async with serve_in_process(settings, server=build_scoped_server()) as running:
-        async with running.client(token=issuer.sign()) as client:
-            response = await modern_call(client, "tools/list")
-            assert response.status_code == 503
-            assert response.headers["retry-after"] == "5"
-            assert "signing keys" in response.json()["error"]["message"]
-            async with running.client(token=ALICE_TOKEN) as static:  # static tokens keep working beside JWT
-                assert (await modern_call(static, "tools/list")).status_code == 200
+    async with (
+        serve_in_process(settings, server=build_scoped_server()) as running,
+        running.client(token=issuer.sign()) as client,
+        running.client(token=ALICE_TOKEN) as static,
+    ):
+        response = await modern_call(client, "tools/list")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert "signing keys" in response.json()["error"]["message"]
+        assert (await modern_call(static, "tools/list")).status_code == 200  # static tokens work beside JWT
 
 
 async def test_protected_resource_metadata_is_public_at_the_root_and_path_aware_locations(
@@ -173,11 +175,12 @@ async def test_lists_show_a_principal_only_what_its_scopes_allow_and_uses_of_the
         assert [r["uri"] for r in resources] == ["public://readme"]
         prompts = result_of(await modern_call(client, "prompts/list"))["result"]["prompts"]
         assert [p["name"] for p in prompts] == ["greet"]
-        for method, params, scope in [
+        uses: list[tuple[str, dict[str, Any], str]] = [
             ("tools/call", {"name": "admin_reset", "arguments": {}}, "admin"),
             ("resources/read", {"uri": "secret://key"}, "secret"),
             ("prompts/get", {"name": "private_notes"}, "private"),
-        ]:
+        ]
+        for method, params, scope in uses:
             error = result_of(await modern_call(client, method, params))["error"]
             assert error["code"] == -32001
             assert error["data"] == {"requiredScopes": [scope]}
@@ -251,7 +254,8 @@ async def test_a_stream_ticket_opens_one_stream_as_its_principal_and_never_twice
                 accepted = await alice.post(messages_path, content=jsonrpc("ping"), headers=json_headers())
                 assert accepted.status_code == 202
             async with server.client(token=BOB_TOKEN) as bob:
-                assert (await bob.post(messages_path, content=jsonrpc("ping"), headers=json_headers())).status_code == 404
+                refused = await bob.post(messages_path, content=jsonrpc("ping"), headers=json_headers())
+                assert refused.status_code == 404
         again = await browser.get(f"/sse?ticket={ticket}", headers={"Accept": "text/event-stream"})
         assert again.status_code == 401
         assert "already used" in again.json()["error"]["message"]
@@ -307,21 +311,24 @@ async def test_cors_preflight_is_answered_for_allowed_origins_and_exposes_the_se
 
 async def test_over_the_rate_limit_a_post_is_429_with_retry_after_and_a_tool_limit_is_a_jsonrpc_error() -> None:
     settings = make_settings(rate_limit="4/hour", tool_rate_limits="echo=1/hour")
-    async with serve_in_process(settings, server=build_scoped_server()) as running:
-        async with running.client(token=ALICE_TOKEN) as alice, running.client(token=BOB_TOKEN) as bob:
-            first = result_of(await modern_call(alice, "tools/call", {"name": "echo", "arguments": {"message": "a"}}))
-            assert first["result"]["content"][0]["text"] == "a"
-            limited = result_of(await modern_call(alice, "tools/call", {"name": "echo", "arguments": {"message": "b"}}))
-            assert limited["error"]["code"] == -32000
-            assert 1 <= limited["error"]["data"]["retryAfterSeconds"] <= 3600
-            assert "echo" in limited["error"]["message"]
-            assert (await modern_call(alice, "tools/list")).status_code == 200
-            assert (await modern_call(alice, "tools/list")).status_code == 200
-            refused = await modern_call(alice, "tools/list")
-            assert refused.status_code == 429
-            assert 1 <= int(refused.headers["retry-after"]) <= 3600
-            assert refused.json()["error"]["message"].startswith("Too Many Requests")
-            assert (await modern_call(bob, "tools/list")).status_code == 200  # per principal
+    async with (
+        serve_in_process(settings, server=build_scoped_server()) as running,
+        running.client(token=ALICE_TOKEN) as alice,
+        running.client(token=BOB_TOKEN) as bob,
+    ):
+        first = result_of(await modern_call(alice, "tools/call", {"name": "echo", "arguments": {"message": "a"}}))
+        assert first["result"]["content"][0]["text"] == "a"
+        limited = result_of(await modern_call(alice, "tools/call", {"name": "echo", "arguments": {"message": "b"}}))
+        assert limited["error"]["code"] == -32000
+        assert 1 <= limited["error"]["data"]["retryAfterSeconds"] <= 3600
+        assert "echo" in limited["error"]["message"]
+        assert (await modern_call(alice, "tools/list")).status_code == 200
+        assert (await modern_call(alice, "tools/list")).status_code == 200
+        refused = await modern_call(alice, "tools/list")
+        assert refused.status_code == 429
+        assert 1 <= int(refused.headers["retry-after"]) <= 3600
+        assert refused.json()["error"]["message"].startswith("Too Many Requests")
+        assert (await modern_call(bob, "tools/list")).status_code == 200  # per principal
 
 
 async def test_a_principal_over_its_stream_cap_gets_429_and_its_other_streams_stay_open() -> None:
