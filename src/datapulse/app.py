@@ -7,6 +7,7 @@ Routes::
     /events, /message         the DataPulse API (transports.datapulse_api)
     /health                   liveness and counts, no auth
     /tickets                  POST: a single-use stream ticket for a browser's EventSource
+    /openapi.json             the OpenAPI document of the REST endpoints, no auth
     /.well-known/oauth-protected-resource[/mcp|/sse]   RFC 9728 metadata, no auth
 
 The server's lifespan is entered once per process in the app's lifespan (not per session), and the
@@ -41,6 +42,7 @@ from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
 from datapulse.config import ConfigurationError, Settings
 from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, Unavailable
+from datapulse.openapi import openapi_document
 from datapulse.request_state import RequestStateKeyError, install_request_state_security
 from datapulse.runtime import Runtime
 from datapulse.security import Security, build_authenticator, build_security
@@ -201,6 +203,7 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         "/message": endpoint("/message", datapulse_api.handle_message, "POST"),
         "/health": endpoint("/health", _health, "GET"),
         "/tickets": endpoint("/tickets", auth_endpoints.handle_tickets, "POST"),
+        "/openapi.json": endpoint("/openapi.json", _openapi, "GET"),
     }
     for path in metadata_paths:
         routes[path] = endpoint(path, auth_endpoints.handle_protected_resource, "GET")
@@ -372,6 +375,7 @@ class DataPulseApp(FastAPI):
             allowed_origins=options.allowed_origins,
             allow_loopback_origins=options.allow_loopback_origins,
             trusted_proxies=options.trusted_proxies,
+            public_paths=frozenset({"/health", "/openapi.json"}),
             any_origin_paths=options.metadata_paths,
         )
         if options.cors_origins:  # outermost: preflights are answered before Host/Origin/auth checks
@@ -460,6 +464,10 @@ async def _send_if_not_started(send: Send, error: DataPulseError, *, log_as: Exc
     except RuntimeError:
         if log_as is None:
             log.warning("error after the response started: %s", error.message)
+
+
+async def _openapi(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    await send_json(send, 200, openapi_document())
 
 
 async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:

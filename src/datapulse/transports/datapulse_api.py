@@ -267,7 +267,7 @@ def parse_api_message(obj: Any) -> tuple[str | int, str, dict[str, Any]]:
     if isinstance(request_id, bool) or not isinstance(request_id, str | int) or request_id == "":
         raise InvalidRequest('Bad Request: "request_id" must be a non-empty string or an integer')
     message_type = obj.get("type")
-    if message_type not in MESSAGE_TYPES:
+    if not isinstance(message_type, str) or message_type not in MESSAGE_TYPES:  # a dict or list is unhashable
         raise MethodNotFound(
             f"Unknown message type {message_type!r}; use one of: {', '.join(MESSAGE_TYPES)}", data=message_type
         )
