@@ -324,7 +324,10 @@ async def test_python_sdk_client_with_a_wrong_token_fails_with_401(
     assert wire.exchanges, "the client made no HTTP request at all"
     for exchange in wire.exchanges:
         assert exchange.status == 401, wire.exchanges
-        assert exchange.www_authenticate == 'Bearer realm="datapulse", error="invalid_token"', exchange
+        assert exchange.www_authenticate == (
+            'Bearer realm="datapulse", error="invalid_token", error_description="the bearer token is not valid", '
+            f'resource_metadata="{datapulse.url}/.well-known/oauth-protected-resource/mcp"'
+        ), exchange
 
 
 # --- the TypeScript SDK clients --------------------------------------------------------------------------------------
