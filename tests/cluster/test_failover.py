@@ -17,7 +17,7 @@ import pytest
 from datapulse.cluster.store import Keys, connect
 from datapulse.transports._sse_codec import SseEvent
 from tests.support.cluster import spawn_cluster
-from tests.support.mcp_http import legacy_call, legacy_initialize
+from tests.support.mcp_http import initialize_request, legacy_call, legacy_initialize
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess, bearer
 from tests.support.sse import open_sse
@@ -179,18 +179,7 @@ async def test_requests_fail_clearly_while_redis_is_down_and_the_cluster_recover
             down = await legacy_call(elsewhere, session_id, "tools/call", echo("down"))
             opening = await elsewhere.post(
                 "/mcp",
-                content=json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": 0,
-                        "method": "initialize",
-                        "params": {
-                            "protocolVersion": "2025-11-25",
-                            "capabilities": {},
-                            "clientInfo": {"name": "t", "version": "1"},
-                        },
-                    }
-                ),
+                content=initialize_request(),
                 headers={"Content-Type": "application/json", "Accept": "application/json, text/event-stream"},
             )
             local = await legacy_call(at_owner, session_id, "tools/call", echo("local"))

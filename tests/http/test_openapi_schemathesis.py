@@ -40,7 +40,7 @@ async def test_the_openapi_document_is_served_without_auth_and_lists_the_rest_en
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_schemathesis_finds_no_failure_on_the_rest_endpoints(seed: int) -> None:
+async def test_schemathesis_finds_no_failure_on_the_rest_endpoints(seed: int, tmp_path: Path) -> None:
     async with spawn_datapulse(env={"DATAPULSE_TOKEN": TOKEN}) as server:
         with anyio.fail_after(RUN_TIMEOUT_S):
             result = await anyio.run_process(
@@ -63,6 +63,7 @@ async def test_schemathesis_finds_no_failure_on_the_rest_endpoints(seed: int) ->
                     "--no-color",
                 ],
                 check=False,
+                cwd=tmp_path,  # schemathesis keeps a cache in its working directory
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
             )

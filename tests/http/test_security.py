@@ -13,7 +13,14 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.mcpserver import MCPServer
 
 from tests.support.issuer import LocalIssuer, local_issuer
-from tests.support.mcp_http import jsonrpc, legacy_call, legacy_headers, legacy_initialize, modern_call
+from tests.support.mcp_http import (
+    initialize_request,
+    jsonrpc,
+    legacy_call,
+    legacy_headers,
+    legacy_initialize,
+    modern_call,
+)
 from tests.support.redis_server import free_port
 from tests.support.servers import ALICE_TOKEN, BOB_TOKEN, RunningServer, make_settings, serve_in_process
 from tests.support.sse import open_sse
@@ -287,18 +294,7 @@ async def test_cors_preflight_is_answered_for_allowed_origins_and_exposes_the_se
         async with running.client(token=ALICE_TOKEN) as browser:
             init = await browser.post(
                 "/mcp",
-                content=json.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": 0,
-                        "method": "initialize",
-                        "params": {
-                            "protocolVersion": "2025-11-25",
-                            "capabilities": {},
-                            "clientInfo": {"name": "b", "version": "1"},
-                        },
-                    }
-                ),
+                content=initialize_request(),
                 headers={**legacy_headers(), "Origin": "https://app.example"},
             )
             assert init.status_code == 200

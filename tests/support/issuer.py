@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.support.servers import ReadyServer
+
 KeyKind = Literal["RSA", "EC", "OKP"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
@@ -270,7 +272,7 @@ class LocalIssuer:
             access_log=False,
             timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S,
         )
-        server = _ReadyServer(config)
+        server = ReadyServer(config)
         self._release = anyio.Event()
         previous_origin = self.origin
         async with anyio.create_task_group() as tasks:
@@ -285,23 +287,6 @@ class LocalIssuer:
                 self.origin = previous_origin
                 server.should_exit = True
                 tasks.cancel_scope.deadline = anyio.current_time() + SHUTDOWN_TIMEOUT_S
-
-
-class _ReadyServer(uvicorn.Server):
-    """uvicorn with a `ready` event set once it listens."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.ready = anyio.Event()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        self.ready.set()
-
-    @property
-    def port(self) -> int:
-        port: int = self.servers[0].sockets[0].getsockname()[1]
-        return port
 
 
 @asynccontextmanager

@@ -55,15 +55,17 @@ def legacy_headers(session_id: str | None = None, *, accept: str = BOTH) -> dict
     return headers
 
 
+def initialize_request(*, capabilities: dict[str, Any] | None = None) -> str:
+    """The body of a 2025-11-25 ``initialize`` request (id 0)."""
+    params = {"protocolVersion": LEGACY, "capabilities": capabilities or {}, "clientInfo": CLIENT_INFO}
+    return json.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
+
+
 async def legacy_initialize(client: httpx2.AsyncClient, *, capabilities: dict[str, Any] | None = None) -> str:
     """Open a 2025-11-25 session (initialize + notifications/initialized); returns its id."""
-    init = {
-        "jsonrpc": "2.0",
-        "id": 0,
-        "method": "initialize",
-        "params": {"protocolVersion": LEGACY, "capabilities": capabilities or {}, "clientInfo": CLIENT_INFO},
-    }
-    response = await client.post("/mcp", content=json.dumps(init), headers=legacy_headers())
+    response = await client.post(
+        "/mcp", content=initialize_request(capabilities=capabilities), headers=legacy_headers()
+    )
     assert response.status_code == 200, response.text
     session_id = response.headers["mcp-session-id"]
     done = await client.post(
