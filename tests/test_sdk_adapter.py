@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import inspect
 from importlib.metadata import version
+from typing import Any
 
+import anyio
 import mcp_types
+import pytest
+from mcp.server.mcpserver import MCPServer
 
 from datapulse import _sdk
 
@@ -77,3 +81,18 @@ def test_handler_errors_map_without_leaking_internals() -> None:
     assert "secret" not in error.message
     mcp_error = _sdk.error_data_for(_sdk.MCPError(code=-32602, message="bad params"))
     assert (mcp_error.code, mcp_error.message) == (-32602, "bad params")
+
+
+def test_the_sdk_still_words_a_callers_prompt_mistakes_as_the_adapter_expects() -> None:
+    server: MCPServer[Any] = MCPServer("p")
+
+    @server.prompt()
+    def greet(name: str) -> str:
+        return f"hi {name}"
+
+    calls: list[tuple[str, dict[str, Any] | None]] = [("nope", None), ("greet", {})]
+    for call, arguments in calls:
+        with pytest.raises(ValueError, match=r"^(Unknown prompt|Missing required arguments): ") as excinfo:
+            anyio.run(server.get_prompt, call, arguments)
+        error = _sdk.error_data_for(excinfo.value)
+        assert error.code == _sdk.INVALID_PARAMS, str(excinfo.value)

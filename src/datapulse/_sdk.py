@@ -79,6 +79,12 @@ __all__ = [
 logger = logging.getLogger("datapulse.handlers")
 
 INTERNAL_ERROR = -32603
+INVALID_PARAMS = -32602
+
+PROMPT_CALLER_ERRORS = ("Unknown prompt: ", "Missing required arguments: ")
+"""How the SDK's prompt layer words the caller's mistakes, which it raises as plain ``ValueError``
+(``mcp/server/mcpserver/prompts/manager.py`` and ``base.py``): answered -32602, not logged as a fault.
+tests/test_sdk_adapter.py fails if an SDK upgrade changes the wording."""
 
 
 def lowlevel_server(app: object) -> Server[Any]:
@@ -123,5 +129,7 @@ def error_data_for(exc: BaseException) -> ErrorData:
     error = handler_exception_to_error_data(exc)
     if error is not None:
         return error
+    if isinstance(exc, ValueError) and str(exc).startswith(PROMPT_CALLER_ERRORS):
+        return ErrorData(code=INVALID_PARAMS, message=str(exc))
     logger.error("request handler raised", exc_info=exc)
     return ErrorData(code=INTERNAL_ERROR, message="Internal server error")

@@ -90,7 +90,10 @@ def origin_allowed(origin: str, request_host: str, allowed_origins: Sequence[str
     for allowed in allowed_origins:
         if allowed.strip() == "*" or allowed.strip().lower().rstrip("/") == origin.rstrip("/"):
             return True
-    parts = urlsplit(origin)
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # e.g. "http://[::1" (an unclosed IPv6 bracket): not an origin we can match
+        return False
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
     if parts.netloc == request_host:
