@@ -94,6 +94,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/message", "api", "api", _s(202, 400, 404, 413, 415, 429), JSON),
     Endpoint("POST", "/message", "none", "jsonrpc", _s(200, 202, 400, 404, 413, 415), JSON),
     Endpoint("GET", "/health", "none", "none", _s(200), public=True),
+    Endpoint("GET", "/openapi.json", "none", "none", _s(200), public=True),
+    Endpoint("GET", "/.well-known/oauth-protected-resource/mcp", "none", "none", _s(200), public=True),
+    Endpoint("POST", "/tickets", "none", "none", _s(201)),
 )
 POST_ENDPOINTS = tuple(endpoint for endpoint in ENDPOINTS if endpoint.body != "none")
 HTTP_METHODS = ("GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "HEAD")
