@@ -6,6 +6,7 @@ Routes::
     /sse, /messages           2024-11-05 HTTP+SSE (transports.sse)
     /events, /message         the DataPulse API (transports.datapulse_api)
     /health                   liveness and counts, no auth
+    /ready                    readiness (503 while starting, draining, or without Redis), no auth
     /tickets                  POST: a single-use stream ticket for a browser's EventSource
     /openapi.json             the OpenAPI document of the REST endpoints, no auth
     /.well-known/oauth-protected-resource[/mcp|/sse]   RFC 9728 metadata, no auth
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         "/events": endpoint("/events", datapulse_api.handle_events, "GET", "DELETE"),
         "/message": endpoint("/message", datapulse_api.handle_message, "POST"),
         "/health": endpoint("/health", _health, "GET"),
+        "/ready": endpoint("/ready", _ready, "GET"),
         "/tickets": endpoint("/tickets", auth_endpoints.handle_tickets, "POST"),
         "/openapi.json": endpoint("/openapi.json", _openapi, "GET"),
     }
@@ -281,14 +283,35 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
 
 
 async def shutdown(runtime: Runtime) -> None:
-    """End open streams and sessions (idempotent). Called when the server begins to stop."""
+    """Drain (idempotent; called when the server begins to stop), within ``graceful_shutdown_timeout_s``:
+
+    1. not ready (``/ready`` 503) and no new session (503: clients retry elsewhere);
+    2. in-flight requests of sessions finish (up to 80 % of the bound);
+    3. every stream ends with its ``retry:`` hint (2024-11-05, DataPulse API and 2025 GET streams);
+    4. single process: sessions close. Cluster mode: the heartbeat goes first, then sessions are handed over
+       (`SessionManager.release_all`), so their next request on another instance takes them over.
+
+    Stateless (2026-07-28) requests in flight are waited for by uvicorn afterwards (same bound).
+    """
     if runtime.shutdown.is_set():
         return
-    runtime.shutdown.set()
-    with anyio.move_on_after(runtime.settings.graceful_shutdown_timeout_s, shield=True):
+    runtime.draining = True
+    sessions = runtime.sessions
+    sessions.accepting = False
+    bound_s = runtime.settings.graceful_shutdown_timeout_s
+    with anyio.move_on_after(bound_s, shield=True):
+        with anyio.move_on_after(bound_s * 0.8):
+            await sessions.wait_until(lambda: not sessions.any_busy())
+        if sessions.any_busy():
+            log.warning("drain: requests still in flight after %.1f s; ending them", bound_s * 0.8)
+        runtime.shutdown.set()
         for scope in list(runtime.modern_streams):
             scope.cancel()
-        await runtime.sessions.close_all("server shutting down")
+        if runtime.cluster is not None:
+            await runtime.cluster.retire()
+            await sessions.release_all("instance draining; the session continues on another instance")
+        else:
+            await sessions.close_all("server shutting down")
 
 
 async def _reinstate_sessions(runtime: Runtime, cluster: ClusterNode) -> None:
@@ -375,7 +398,7 @@ class DataPulseApp(FastAPI):
             allowed_origins=options.allowed_origins,
             allow_loopback_origins=options.allow_loopback_origins,
             trusted_proxies=options.trusted_proxies,
-            public_paths=frozenset({"/health", "/openapi.json"}),
+            public_paths=frozenset({"/health", "/ready", "/openapi.json"}),
             any_origin_paths=options.metadata_paths,
         )
         if options.cors_origins:  # outermost: preflights are answered before Host/Origin/auth checks
@@ -426,7 +449,7 @@ class _Endpoint:
         try:
             if self.methods is not None and scope["method"] not in self.methods:
                 raise MethodNotAllowed(scope["method"], self.methods)
-            if not runtime.running and self.handler is not _health:
+            if not runtime.running and self.handler not in (_health, _ready):
                 raise Unavailable(
                     "Service Unavailable: the DataPulse lifespan has not started (when mounting the app, enter "
                     "datapulse.mounted_lifespan(app) from the host app's lifespan)"
@@ -438,6 +461,14 @@ class _Endpoint:
             if not tunnelled and scope["method"] == "GET" and self.path in STREAM_PATHS:
                 release = security.stream_slots.acquire(principal_of(scope).key)
             cluster = runtime.cluster
+            if cluster is not None and runtime.draining:  # handed-over sessions: not here, not anyone's yet
+                session_id = routing.session_id_of(self.path, scope)
+                if session_id is not None and runtime.sessions.peek(session_id) is None:
+                    raise Unavailable(
+                        "Service Unavailable: this instance is draining; retry and another instance takes the "
+                        "session over",
+                        headers={"Retry-After": "1"},
+                    )
             if cluster is not None and not tunnelled:
                 session_id = routing.session_id_of(self.path, scope)
                 if session_id is not None and runtime.sessions.peek(session_id) is None:
@@ -470,6 +501,26 @@ async def _openapi(runtime: Runtime, scope: Scope, receive: Receive, send: Send)
     await send_json(send, 200, openapi_document())
 
 
+async def _ready(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /ready``: 200 when serving; 503 while starting, draining, or (cluster mode) when Redis does not
+    answer a PING within ``redis_timeout_s``. For load balancers and Kubernetes readiness probes."""
+    problems: list[str] = []
+    if not runtime.running:
+        problems.append("not started")
+    if runtime.draining:
+        problems.append("draining")
+    cluster = runtime.cluster
+    if cluster is not None and not runtime.draining:
+        try:
+            with anyio.fail_after(runtime.settings.redis_timeout_s):
+                await cluster.redis.ping()
+        except Exception as exc:
+            problems.append(f"cluster store (Redis) unreachable ({type(exc).__name__})")
+    status = 503 if problems else 200
+    extra = ((b"retry-after", b"1"),) if problems else ()
+    await send_json(send, status, {"status": "not ready" if problems else "ready", "problems": problems}, extra)
+
+
 async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
     sessions = await runtime.sessions.registry.counts()
     streams = runtime.sessions.stream_counts()
@@ -477,7 +528,7 @@ async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) 
         send,
         200,
         {
-            "status": "draining" if runtime.shutdown.is_set() else "ok",
+            "status": "draining" if runtime.draining else "ok",
             "version": __version__,
             "uptime_s": round(time.time() - runtime.started_at, 3),
             "node_id": runtime.node_id,

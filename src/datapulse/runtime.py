@@ -50,6 +50,8 @@ class Runtime:
     cluster_bus: RedisSubscriptionBus | None = None
     """Cluster mode: the bus that relays change events between instances."""
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
+    draining: bool = False
+    """True from the start of a graceful shutdown: /ready answers 503 and no new session opens."""
     running: bool = False
     """True between the lifespan's start and the beginning of shutdown's stream teardown."""
 

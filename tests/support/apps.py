@@ -47,6 +47,13 @@ def build_behaviour_server(gates: Gates) -> MCPServer[Any]:
         return f"done {gate}"
 
     @server.tool()
+    async def report_then_work(seconds: float, ctx: Context) -> str:
+        """Report progress (so a client knows the call is in flight), then work for ``seconds`` (simulated)."""
+        await ctx.report_progress(0, 1, "started")
+        await anyio.sleep(seconds)
+        return f"worked {seconds:g} s"
+
+    @server.tool()
     async def wait_for(gate: str) -> str:
         await gates.wait(gate)
         return f"opened {gate}"

@@ -62,6 +62,8 @@ class ClusterNode:
         self._records: dict[str, tuple[SessionRecord, float]] = {}
         self.listening = anyio.Event()
         self.channel_connected = False
+        self.retired = False
+        """Set by `retire` (drain): the heartbeat is gone for good."""
         self.on_store_reset: Callable[[], None] | None = None
         """Called when Redis comes back without this instance's data (restarted or flushed), so the
         instance can write its sessions' records again."""
@@ -127,6 +129,16 @@ class ClusterNode:
             await tasks.start(self._read_channel_forever)
             task_status.started()
 
+    async def retire(self) -> None:
+        """Stop beating and delete the heartbeat now (drain): other instances take this one's sessions over on
+        their next request instead of forwarding here. Never raises (Redis may be down)."""
+        self.retired = True
+        with anyio.move_on_after(self.settings.redis_timeout_s, shield=True):
+            try:
+                await self.redis.delete(self.keys.node_alive(self.node_id))
+            except Exception:
+                log.info("could not delete the heartbeat while draining; it expires by itself")
+
     async def leave(self) -> None:
         """Delete the heartbeat (so other instances take over at once) and close the client."""
         with anyio.move_on_after(self.settings.redis_timeout_s, shield=True):
@@ -143,7 +155,7 @@ class ClusterNode:
         value = json.dumps({"pid": os.getpid(), "started": time.time()})
         failing = False
         first = True
-        while True:
+        while not self.retired:
             try:
                 previous = await self.redis.set(key, value, px=int(ttl_s * 1000), get=True)
                 if failing:

@@ -153,6 +153,8 @@ class LiveSession:
         self._answers: dict[str, Response] | None = None
         self._ids = itertools.count(1)
         self.era: Literal["legacy", "modern"] | None = None
+        self.on_idle: Callable[[], None] | None = None
+        """Called when the last in-flight request ends (the session manager wakes its waiters: drain)."""
         self.resource_subscriptions: set[str] = set()
         """URIs this session subscribed to with ``resources/subscribe`` (handshake eras)."""
         self.connection = self._make_connection()
@@ -251,6 +253,8 @@ class LiveSession:
             CURRENT_SESSION.reset(current)
             if in_flight.get(request_id) is scope:
                 del in_flight[request_id]
+            if not in_flight and self.on_idle is not None:
+                self.on_idle()
 
     def _wrong_era(self, request_id: RequestId, method: str) -> str:
         if method == "initialize":

@@ -82,6 +82,7 @@ class SessionManager:
             session.id, session.kind, session.principal, self.clock(), owner=self.node_id, epoch=session.epoch
         )
         await self.registry.add(record, max_total=self.max_sessions, max_per_principal=self.max_sessions_per_principal)
+        session.on_idle = self._signal_change
         self._live[session.id] = session
         self._signal_change()
         log.debug("session %s opened (%s, principal %s)", session.id, session.kind.value, session.principal)
@@ -89,6 +90,7 @@ class SessionManager:
 
     def adopt(self, session: LiveSession) -> None:
         """Make a session taken over from a dead instance findable here (its record was claimed already)."""
+        session.on_idle = self._signal_change
         self._live[session.id] = session
         self._signal_change()
         log.info("session %s (%s) taken over from a dead instance", session.id[:16], session.kind.value)
@@ -147,6 +149,29 @@ class SessionManager:
             if await self.close(session_id, f"idle for more than {self.idle_ttl_s:g} s", SessionEvent.EXPIRE):
                 expired += 1
         return expired
+
+    def any_busy(self) -> bool:
+        """Whether any session has a request in flight."""
+        return any(session.busy for session in self._live.values())
+
+    async def release_all(self, reason: str) -> None:
+        """Hand every session over to the rest of the cluster (drain in cluster mode): end its streams and local
+        work and forget it here, but keep its registry record, so the next request on another instance takes it
+        over (2025 sessions from their ``initialize`` parameters, DataPulse API sessions with their journal). A
+        2024-11-05 session cannot be resumed anywhere; its record is removed."""
+        self.accepting = False
+        for session_id, session in list(self._live.items()):
+            if not session.begin_close(SessionEvent.CLOSE):
+                continue
+            log.info("session %s (%s) handed over: %s", session_id[:16], session.kind.value, reason)
+            try:
+                session.end_streams(reason)
+                await session.finish_close()
+            finally:
+                self._live.pop(session_id, None)
+                if session.kind is SessionKind.SSE:
+                    await self.registry.remove(session_id)
+                self._signal_change()
 
     async def close_all(self, reason: str) -> None:
         """Close every session (shutdown)."""

@@ -1,0 +1,379 @@
+"""The audit log: one `AuditRecord` per tool call, resource read, prompt get and auth decision.
+
+An `Auditor` builds each record and hands it to every configured `AuditSink`:
+
+- `StdoutSink`: JSON lines on a stream (default ``sys.stdout``);
+- `FileSink`: JSON lines in a file rotated by size (``logging.handlers.RotatingFileHandler``);
+- `RedisStreamSink`: one ``XADD`` per record to a capped Redis stream (field ``record``: the JSON line).
+
+A record is one JSON object on one line (`AuditRecord.to_json`), keys in field order, absent values as
+``null``, for example::
+
+    {"time":"2026-01-02T03:04:05.678Z","kind":"tool_call","principal":"alice","session_id":"3f2a...",
+     "transport":"streamable_http","protocol_version":"2025-11-25","name":"add",
+     "arguments_digest":"sha256:9b1c...","arguments":null,"outcome":"ok","duration_ms":1.25,"node_id":"node-a"}
+
+Arguments are recorded as a digest (`arguments_digest`); the raw arguments only when the `Auditor` is
+built with ``include_arguments=True``, and then with the values of secret-named keys (``token``,
+``password``, ...; `datapulse.logs.redact_data`) replaced by ``"[redacted]"``. Token values are never
+recorded: for ``auth`` records ``name`` is the request path (no query string) and ``outcome`` the decision.
+
+Auditing never fails a request: a sink that raises is logged (stdlib logger ``datapulse.audit``,
+a warning once per failure streak) and the other sinks still get the record.
+
+Testing: `capture_audit` is a public helper. Every record any `Auditor` writes while its block runs is
+appended to the list it yields::
+
+    with capture_audit() as records:
+        ...  # drive a request
+    assert [r.kind for r in records] == ["auth", "tool_call"]
+
+Sink specs (`parse_audit_sinks`): comma-separated ``stdout``, ``file:<path>`` and ``redis``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import logging.handlers
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol, TextIO
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from datapulse.logs import redact_data
+
+__all__ = [
+    "AuditKind",
+    "AuditRecord",
+    "AuditSink",
+    "Auditor",
+    "FileSink",
+    "RedisStreamSink",
+    "StdoutSink",
+    "arguments_digest",
+    "capture_audit",
+    "parse_audit_sinks",
+]
+
+logger = logging.getLogger("datapulse.audit")
+
+AuditKind = Literal["tool_call", "resource_read", "prompt_get", "auth"]
+
+DEFAULT_REDIS_TIMEOUT_S: Final = 5.0
+"""Bound on one XADD, in seconds, when the Redis client has no ``socket_timeout``."""
+
+_captures: list[list[AuditRecord]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audited event.
+
+    Attributes:
+        time: when the record was built, ISO 8601 UTC with milliseconds (``2026-01-02T03:04:05.678Z``).
+        kind: ``tool_call`` | ``resource_read`` | ``prompt_get`` | ``auth``.
+        principal: the authenticated principal, if any.
+        session_id: the MCP session id, if any.
+        transport: ``streamable_http`` | ``sse`` | ``datapulse_api`` | ``stateless``.
+        protocol_version: the negotiated MCP protocol version.
+        name: tool or prompt name, resource URI, or for ``auth`` the request path.
+        arguments_digest: ``"sha256:<hex>"`` of the arguments (`arguments_digest`); None without arguments.
+        arguments: the raw arguments (secret-named keys redacted) when the auditor includes them, else None.
+        outcome: ``ok`` | ``error`` | ``refused`` | ``rate_limited``; for ``auth``: ``allowed`` | ``denied:<reason>``.
+        duration_ms: how long the operation took, in milliseconds.
+        node_id: the DataPulse node that wrote the record.
+    """
+
+    time: str
+    kind: AuditKind
+    principal: str | None
+    session_id: str | None
+    transport: str | None
+    protocol_version: str | None
+    name: str | None
+    arguments_digest: str | None
+    arguments: Any | None
+    outcome: str
+    duration_ms: float | None
+    node_id: str | None
+
+    def to_json(self) -> str:
+        """The record as one compact JSON line (no newline), keys in field order, None as ``null``.
+        Non-JSON argument values are written as their ``str``."""
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def arguments_digest(arguments: Any) -> str:
+    """``"sha256:<hex>"`` of the canonical JSON of ``arguments``: ``json.dumps(arguments, sort_keys=True,
+    separators=(",", ":"))`` (ASCII-escaped, non-JSON values as their ``str``), UTF-8 encoded. Key order
+    does not change the digest."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditSink(Protocol):
+    """Where audit records go. `write` may raise; the `Auditor` logs and swallows it."""
+
+    async def write(self, record: AuditRecord) -> None:
+        """Store one record."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush and release resources (not resources passed in by the caller)."""
+        ...
+
+
+class StdoutSink:
+    """JSON lines on ``stream`` (default: ``sys.stdout`` as it is when the sink is built), flushed per record.
+
+    The write is synchronous: a line into the stream's buffer, which blocks only if the reader of a pipe
+    stops reading.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout
+
+    async def write(self, record: AuditRecord) -> None:
+        self._stream.write(record.to_json() + "\n")
+        self._stream.flush()
+
+    async def aclose(self) -> None:
+        """Flush the stream (it is not closed)."""
+        self._stream.flush()
+
+
+class _RaisingRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler whose write errors propagate (to the `Auditor`) instead of going to stderr."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # called inside emit's except block: re-raises the write error
+
+
+class FileSink:
+    """JSON lines appended to ``path``, rotated by size with ``logging.handlers.RotatingFileHandler``.
+
+    When a write would take the file past ``max_bytes`` bytes, ``path`` is renamed ``path.1`` (``path.1``
+    to ``path.2``, ... up to ``path.<backups>``, the oldest dropped) and a new file is started.
+
+    Writes are synchronous: one line into the OS page cache (and a few renames on rotation), short
+    enough to run on the event loop; the file is flushed after each record, not fsynced.
+
+    Args:
+        path: the file; its directory must exist. Opened (and created) here, so a bad path fails at startup.
+        max_bytes: rotation threshold in bytes, > 0.
+        backups: rotated files kept, >= 0 (0: the file is truncated instead of rotated).
+
+    Raises:
+        ValueError: ``max_bytes`` or ``backups`` out of range.
+        OSError: ``path`` cannot be opened for appending.
+    """
+
+    def __init__(self, path: str, *, max_bytes: int = 10 * 1024 * 1024, backups: int = 5) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if backups < 0:
+            raise ValueError(f"backups must be >= 0, got {backups}")
+        self.path = path
+        self._handler = _RaisingRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+
+    async def write(self, record: AuditRecord) -> None:
+        line = logging.makeLogRecord({"msg": record.to_json(), "levelno": logging.INFO, "levelname": "INFO"})
+        self._handler.handle(line)
+
+    async def aclose(self) -> None:
+        self._handler.close()
+
+
+class RedisStreamSink:
+    """One ``XADD key MAXLEN ~ max_len * record <json>`` per record.
+
+    Never raises for Redis faults: a failed or timed-out XADD (bounded by the client's ``socket_timeout``,
+    else `DEFAULT_REDIS_TIMEOUT_S`) drops the record and logs a warning on logger ``datapulse.audit``
+    once per failure streak (later failures at debug; recovery at info).
+
+    Args:
+        redis: a ``redis.asyncio.Redis`` client; owned by the caller (`aclose` does not close it).
+        key: the stream key (e.g. ``dp:audit``).
+        max_len: approximate cap on the stream's length (entries), > 0.
+
+    Raises:
+        ValueError: ``max_len`` is not positive.
+    """
+
+    def __init__(self, redis: Redis, key: str, *, max_len: int = 100_000) -> None:
+        if max_len <= 0:
+            raise ValueError(f"max_len must be positive, got {max_len}")
+        self._redis = redis
+        self._key = key
+        self._max_len = max_len
+        socket_timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._timeout_s = float(socket_timeout) if socket_timeout else DEFAULT_REDIS_TIMEOUT_S
+        self._failing = False
+
+    async def write(self, record: AuditRecord) -> None:
+        try:
+            with anyio.fail_after(self._timeout_s):
+                await self._redis.xadd(self._key, {"record": record.to_json()}, maxlen=self._max_len, approximate=True)
+        except (RedisError, OSError) as exc:  # OSError covers the TimeoutError of fail_after
+            level = logging.DEBUG if self._failing else logging.WARNING
+            why = f"{type(exc).__name__}: {str(exc) or f'no answer within {self._timeout_s} s'}"
+            logger.log(level, "audit: XADD to %r failed (%s); %s record dropped", self._key, why, record.kind)
+            self._failing = True
+            return
+        if self._failing:
+            self._failing = False
+            logger.info("audit: XADD to %r works again", self._key)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the Redis client belongs to the caller."""
+
+
+class Auditor:
+    """Builds audit records and writes each to every sink, in order.
+
+    Args:
+        sinks: where records go (may be empty: records then reach only `capture_audit`).
+        node_id: written into every record.
+        include_arguments: also record the raw arguments (secret-named keys redacted); the digest is
+            always recorded.
+    """
+
+    def __init__(
+        self, sinks: Sequence[AuditSink], *, node_id: str | None = None, include_arguments: bool = False
+    ) -> None:
+        self._sinks = tuple(sinks)
+        self._node_id = node_id
+        self._include_arguments = include_arguments
+        self._failing: set[int] = set()
+
+    async def record(
+        self,
+        kind: AuditKind,
+        *,
+        principal: str | None,
+        session_id: str | None,
+        transport: str | None,
+        protocol_version: str | None,
+        name: str | None,
+        arguments: Any = None,
+        outcome: str,
+        duration_ms: float | None = None,
+    ) -> AuditRecord:
+        """Build the record (see `AuditRecord` for each field), write it to every sink, and return it.
+
+        ``arguments_digest`` is set whenever ``arguments`` is not None. Never raises for a sink's
+        failure: it is logged (warning once per failure streak of that sink) and the next sink is tried.
+        """
+        record = AuditRecord(
+            time=_now(),
+            kind=kind,
+            principal=principal,
+            session_id=session_id,
+            transport=transport,
+            protocol_version=protocol_version,
+            name=name,
+            arguments_digest=None if arguments is None else arguments_digest(arguments),
+            arguments=redact_data(arguments) if self._include_arguments else None,
+            outcome=outcome,
+            duration_ms=duration_ms,
+            node_id=self._node_id,
+        )
+        for capture in _captures:
+            capture.append(record)
+        for index, sink in enumerate(self._sinks):
+            try:
+                await sink.write(record)
+            except Exception as exc:  # audit boundary: a sink must never fail the request
+                if index not in self._failing:
+                    self._failing.add(index)
+                    logger.warning(
+                        "audit: sink %s failed (%s: %s); record dropped", _sink_name(sink), type(exc).__name__, exc
+                    )
+                continue
+            if index in self._failing:
+                self._failing.discard(index)
+                logger.info("audit: sink %s works again", _sink_name(sink))
+        return record
+
+    async def aclose(self) -> None:
+        """Close every sink; a sink whose close raises is logged and the others are still closed."""
+        for sink in self._sinks:
+            try:
+                await sink.aclose()
+            except Exception as exc:  # closing must reach every sink
+                logger.warning("audit: closing sink %s failed (%s: %s)", _sink_name(sink), type(exc).__name__, exc)
+
+
+def _sink_name(sink: AuditSink) -> str:
+    path = getattr(sink, "path", None)
+    return f"{type(sink).__name__}({path!r})" if path else type(sink).__name__
+
+
+@contextmanager
+def capture_audit() -> Iterator[list[AuditRecord]]:
+    """Test helper: yield a list that collects every record any `Auditor` writes until the block ends.
+
+    Process-wide (all auditors, all tasks); blocks nest, each list gets the records of its own block.
+    """
+    records: list[AuditRecord] = []
+    _captures.append(records)
+    try:
+        yield records
+    finally:
+        for index, capture in enumerate(_captures):
+            if capture is records:
+                del _captures[index]
+                break
+
+
+_SINK_KINDS: Final = ("stdout", "file", "redis")
+
+
+def parse_audit_sinks(spec: str) -> list[tuple[str, str | None]]:
+    """Parse a comma-separated sink spec into ``(kind, argument)`` pairs.
+
+    ``"stdout, file:/var/log/dp-audit.jsonl, redis"`` gives ``[("stdout", None), ("file",
+    "/var/log/dp-audit.jsonl"), ("redis", None)]``. Kinds are case-insensitive; a blank spec gives ``[]``.
+
+    Raises:
+        ValueError: an empty entry, an unknown kind, ``file`` without a path, an argument to ``stdout``
+            or ``redis``, or the same entry twice.
+    """
+    if not spec.strip():
+        return []
+    sinks: list[tuple[str, str | None]] = []
+    for raw in spec.split(","):
+        entry = raw.strip()
+        kind, colon, argument = entry.partition(":")
+        kind = kind.strip().lower()
+        if not entry:
+            raise ValueError(f"audit sinks {spec!r}: empty entry; expected e.g. 'stdout,file:/path,redis'")
+        if kind not in _SINK_KINDS:
+            raise ValueError(f"audit sinks {spec!r}: unknown sink {entry!r}; expected stdout, file:<path> or redis")
+        if kind == "file":
+            if not argument.strip():
+                raise ValueError(f"audit sinks {spec!r}: 'file' needs a path, as in 'file:/var/log/dp-audit.jsonl'")
+            parsed: tuple[str, str | None] = ("file", argument.strip())
+        elif colon:
+            raise ValueError(f"audit sinks {spec!r}: {kind!r} takes no argument, got {entry!r}")
+        else:
+            parsed = (kind, None)
+        if parsed in sinks:
+            raise ValueError(f"audit sinks {spec!r}: {entry!r} is listed twice")
+        sinks.append(parsed)
+    return sinks
