@@ -33,6 +33,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datapulse import __version__, _sdk, notifications
+from datapulse.audit import Auditor, AuditSink, FileSink, RedisStreamSink, StdoutSink, parse_audit_sinks
 from datapulse.auth.authorization import AuthorizationMiddleware
 from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, Networks, parse_networks
 from datapulse.auth.middleware import SecurityMiddleware
@@ -42,7 +43,9 @@ from datapulse.cluster.bus import RedisSubscriptionBus
 from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
 from datapulse.config import ConfigurationError, Settings
-from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, Unavailable
+from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, RateLimited, Unavailable
+from datapulse.metrics import Metrics, metrics_endpoint
+from datapulse.observe import ObservationMiddleware
 from datapulse.openapi import openapi_document
 from datapulse.request_state import RequestStateKeyError, install_request_state_security
 from datapulse.runtime import Runtime
@@ -141,6 +144,9 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
     if security.authenticator is None and not settings.is_loopback:
         log.warning("serving %s WITHOUT authentication (insecure_no_auth)", settings.host)
     _install_authorization(lowlevel, security)
+    metrics = Metrics()
+    auditor = build_auditor(settings, cluster, node_id)
+    _install_observation(lowlevel, metrics, auditor)
     local_bus = _sdk.subscription_bus(target)
     cluster_bus: RedisSubscriptionBus | None = None
     if local_bus is not None:
@@ -161,6 +167,8 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         node_id=node_id,
         cluster=cluster,
         security=security,
+        metrics=metrics,
+        auditor=auditor,
     )
 
     runtime.local_bus = local_bus
@@ -168,6 +176,8 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
 
     @asynccontextmanager
     async def app_lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(target, _sdk.MCPServer):  # tool names become metric labels; any other name is "_other"
+            metrics.register_tools(tool.name for tool in await target.list_tools())
         async with lifespan(runtime):
             yield
 
@@ -187,6 +197,9 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         trusted_proxies=parse_networks(settings.trusted_proxies),
         metadata_paths=frozenset(metadata_paths),
         cors_origins=list(settings.cors_origins),
+        extra_public_paths=frozenset({"/metrics"}) if settings.metrics_public else frozenset(),
+        metrics=metrics,
+        auditor=auditor,
     )
 
     def endpoint(path: str, handler: Handler, *methods: str) -> _Endpoint:
@@ -204,6 +217,7 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         "/message": endpoint("/message", datapulse_api.handle_message, "POST"),
         "/health": endpoint("/health", _health, "GET"),
         "/ready": endpoint("/ready", _ready, "GET"),
+        "/metrics": endpoint("/metrics", _metrics, "GET"),
         "/tickets": endpoint("/tickets", auth_endpoints.handle_tickets, "POST"),
         "/openapi.json": endpoint("/openapi.json", _openapi, "GET"),
     }
@@ -278,6 +292,7 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
             tasks.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):
                 await runtime.security.aclose()
+                await runtime.auditor.aclose()
             if cluster is not None:
                 await cluster.leave()
 
@@ -340,8 +355,39 @@ async def _reap_forever(runtime: Runtime) -> None:
         await anyio.sleep(interval)
         try:
             await runtime.sessions.reap()
+            refresh_gauges(runtime)
         except Exception:
             log.exception("idle-session reaper failed; retrying next interval")
+
+
+def _install_observation(lowlevel: _sdk.Server[Any], metrics: Metrics, auditor: Auditor) -> None:
+    """Put the metrics/audit middleware first on the server's chain (it observes refusals by the others)."""
+    chain = lowlevel.middleware
+    chain[:] = [m for m in chain if not isinstance(m, ObservationMiddleware)]
+    chain.insert(0, ObservationMiddleware(metrics, auditor))
+
+
+def build_auditor(settings: Settings, cluster: ClusterNode | None, node_id: str) -> Auditor:
+    """The audit log from ``audit_sinks`` (no sink: records reach only `datapulse.audit.capture_audit`).
+
+    Raises:
+        ConfigurationError: a malformed sink list, an unwritable audit file, or 'redis' without cluster mode.
+    """
+    sinks: list[AuditSink] = []
+    try:
+        for kind, target in parse_audit_sinks(settings.audit_sinks or ""):
+            if kind == "stdout":
+                sinks.append(StdoutSink())
+            elif kind == "file":
+                assert target is not None
+                sinks.append(FileSink(target, max_bytes=settings.audit_file_max_bytes))
+            elif cluster is None:
+                raise ConfigurationError("DATAPULSE_AUDIT_SINKS: 'redis' needs cluster mode (DATAPULSE_REDIS_URL)")
+            else:
+                sinks.append(RedisStreamSink(cluster.redis, f"{settings.redis_key_prefix}:audit"))
+    except (ValueError, OSError) as exc:
+        raise ConfigurationError(f"DATAPULSE_AUDIT_SINKS: {exc}") from None
+    return Auditor(sinks, node_id=node_id, include_arguments=settings.audit_include_arguments)
 
 
 def _install_authorization(lowlevel: _sdk.Server[Any], security: Security) -> None:
@@ -363,6 +409,9 @@ class SecurityOptions:
     trusted_proxies: Networks
     metadata_paths: frozenset[str]
     cors_origins: list[str]
+    extra_public_paths: frozenset[str] = frozenset()
+    metrics: Metrics | None = None
+    auditor: Auditor | None = None
 
 
 class DataPulseApp(FastAPI):
@@ -398,8 +447,10 @@ class DataPulseApp(FastAPI):
             allowed_origins=options.allowed_origins,
             allow_loopback_origins=options.allow_loopback_origins,
             trusted_proxies=options.trusted_proxies,
-            public_paths=frozenset({"/health", "/ready", "/openapi.json"}),
+            public_paths=frozenset({"/health", "/ready", "/openapi.json"}) | options.extra_public_paths,
             any_origin_paths=options.metadata_paths,
+            metrics=options.metrics,
+            auditor=options.auditor,
         )
         if options.cors_origins:  # outermost: preflights are answered before Host/Origin/auth checks
             app = CORSMiddleware(
@@ -449,17 +500,21 @@ class _Endpoint:
         try:
             if self.methods is not None and scope["method"] not in self.methods:
                 raise MethodNotAllowed(scope["method"], self.methods)
-            if not runtime.running and self.handler not in (_health, _ready):
+            if not runtime.running and self.handler not in (_health, _ready, _metrics):
                 raise Unavailable(
                     "Service Unavailable: the DataPulse lifespan has not started (when mounting the app, enter "
                     "datapulse.mounted_lifespan(app) from the host app's lifespan)"
                 )
             tunnelled = bool(scope.get(TUNNELLED_SCOPE_KEY))  # counted on the instance the client reached
             security = runtime.security
-            if not tunnelled and scope["method"] == "POST" and security.rate_limiter is not None:
-                await security.rate_limiter.hit_request(principal_of(scope).key)
-            if not tunnelled and scope["method"] == "GET" and self.path in STREAM_PATHS:
-                release = security.stream_slots.acquire(principal_of(scope).key)
+            try:
+                if not tunnelled and scope["method"] == "POST" and security.rate_limiter is not None:
+                    await security.rate_limiter.hit_request(principal_of(scope).key)
+                if not tunnelled and scope["method"] == "GET" and self.path in STREAM_PATHS:
+                    release = security.stream_slots.acquire(principal_of(scope).key)
+            except RateLimited:
+                runtime.metrics.rate_limited_total.labels("request" if scope["method"] == "POST" else "stream").inc()
+                raise
             cluster = runtime.cluster
             if cluster is not None and runtime.draining:  # handed-over sessions: not here, not anyone's yet
                 session_id = routing.session_id_of(self.path, scope)
@@ -499,6 +554,30 @@ async def _send_if_not_started(send: Send, error: DataPulseError, *, log_as: Exc
 
 async def _openapi(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
     await send_json(send, 200, openapi_document())
+
+
+async def _metrics(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /metrics``: the Prometheus exposition (behind auth unless ``metrics_public``)."""
+    refresh_gauges(runtime)
+    await metrics_endpoint(runtime.metrics, send)
+
+
+def refresh_gauges(runtime: Runtime) -> None:
+    """Set the open-session and open-stream gauges from this process's live counts (at scrape time and on every
+    reaper pass, so with several workers each process's figure is at most one reaper interval old)."""
+    metrics = runtime.metrics
+    sessions: dict[tuple[str, str], int] = {}
+    for session in runtime.sessions.live_sessions():
+        version = session.connection.protocol_version or "-"
+        key = (session.kind.value, str(version))
+        sessions[key] = sessions.get(key, 0) + 1
+    for key in runtime.gauged_sessions - sessions.keys():
+        metrics.sessions_open.labels(*key).set(0)
+    for key, count in sessions.items():
+        metrics.sessions_open.labels(*key).set(count)
+    runtime.gauged_sessions = set(sessions)
+    for kind, count in runtime.sessions.stream_counts().items():
+        metrics.streams_open.labels(kind.value).set(count)
 
 
 async def _ready(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:

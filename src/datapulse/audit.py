@@ -261,6 +261,11 @@ class Auditor:
         self._include_arguments = include_arguments
         self._failing: set[int] = set()
 
+    @property
+    def active(self) -> bool:
+        """Whether a record would go anywhere (a sink, or a `capture_audit` block): callers skip building it if not."""
+        return bool(self._sinks) or bool(_captures)
+
     async def record(
         self,
         kind: AuditKind,

@@ -6,7 +6,6 @@ falls back to its environment variable (``DATAPULSE_MAX_BODY_BYTES``), then the 
 
 from __future__ import annotations
 
-import logging
 import secrets
 import sys
 from typing import Any
@@ -78,10 +77,11 @@ def serve(app: str | None, **options: Any) -> None:
         settings = settings.model_copy(update={"token": SecretStr(generated)})
     elif settings.insecure_no_auth and not settings.is_loopback:
         click.echo(f"WARNING: serving {settings.host} without authentication (--insecure-no-auth)", err=True)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    from datapulse.app import ConfigurationError, create_app
+    from datapulse.logs import configure_logging
+
+    json_logs = {"auto": None, "json": True, "console": False}[settings.log_format]
+    configure_logging(settings.log_level, json=json_logs)
+    from datapulse.app import ConfigurationError, create_app, runtime_of
     from datapulse.server import run
 
     if app is not None and "." not in sys.path:
@@ -90,6 +90,7 @@ def serve(app: str | None, **options: Any) -> None:
         application = create_app(settings)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
+    configure_logging(settings.log_level, json=json_logs, node_id=runtime_of(application).node_id)
     run(application, settings, generated_token=generated)
 
 

@@ -208,6 +208,23 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="Log lines: JSON, console, or auto (JSON unless stderr is a terminal)."
+    )
+
+    # --- operations -------------------------------------------------------------------------------------------------
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without auth (for a scraper on a private network)."
+    )
+    audit_sinks: str | None = Field(
+        default=None,
+        description="Audit log sinks, comma-separated: 'stdout', 'file:/path/audit.jsonl' (rotated by size), "
+        "'redis' (a Redis stream, cluster mode). Empty: no audit log.",
+    )
+    audit_include_arguments: bool = Field(
+        default=False, description="Audit records carry tool arguments (secret-named keys redacted), not only a digest."
+    )
+    audit_file_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Audit file size before rotation.")
 
     @field_validator(
         "allowed_hosts",

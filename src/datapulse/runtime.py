@@ -15,8 +15,10 @@ from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.streams import EventJournal
 
 if TYPE_CHECKING:
+    from datapulse.audit import Auditor
     from datapulse.cluster.bus import RedisSubscriptionBus
     from datapulse.cluster.node import ClusterNode
+    from datapulse.metrics import Metrics
     from datapulse.security import Security
 
 
@@ -40,6 +42,8 @@ class Runtime:
     server: _sdk.Server[Any]
     sessions: SessionManager
     security: Security
+    metrics: Metrics
+    auditor: Auditor
     lifespan_state: Any = None
     shutdown: anyio.Event = field(default_factory=anyio.Event)
     started_at: float = field(default_factory=time.time)
@@ -50,6 +54,8 @@ class Runtime:
     cluster_bus: RedisSubscriptionBus | None = None
     """Cluster mode: the bus that relays change events between instances."""
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
+    gauged_sessions: set[tuple[str, str]] = field(default_factory=set)
+    """(transport, protocol version) pairs the session gauge was last set for (zeroed when they empty)."""
     draining: bool = False
     """True from the start of a graceful shutdown: /ready answers 503 and no new session opens."""
     running: bool = False

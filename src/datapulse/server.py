@@ -111,6 +111,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         proxy_headers=False,
         server_header=False,
         lifespan="on",
+        log_config=None,  # uvicorn's lines go through DataPulse's structured logging (datapulse.logs)
     )
 
 

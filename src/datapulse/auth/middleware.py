@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,8 +27,12 @@ from datapulse.auth.hosts import Networks, effective_host, host_allowed, is_trus
 from datapulse.auth.principal import ANONYMOUS, PRINCIPAL_SCOPE_KEY, Principal
 from datapulse.auth.resource import ProtectedResource
 from datapulse.auth.tickets import TICKET_PATHS, TicketStore
-from datapulse.errors import DataPulseError, Forbidden, InsufficientScope, MisdirectedRequest, Unauthorized
+from datapulse.errors import DataPulseError, Forbidden, InsufficientScope, MisdirectedRequest, Unavailable
 from datapulse.transports._http import query_param, send_error
+
+if TYPE_CHECKING:
+    from datapulse.audit import Auditor
+    from datapulse.metrics import Metrics
 
 log = logging.getLogger("datapulse.auth")
 
@@ -52,6 +57,8 @@ class SecurityMiddleware:
         trusted_proxies: networks whose ``X-Forwarded-Host`` / ``X-Forwarded-Proto`` are believed.
         public_paths: paths served without auth (``/health``, the RFC 9728 metadata); Host rules still apply.
         any_origin_paths: public paths any Origin may read (the metadata documents).
+        metrics: counts auth failures by reason (``datapulse_auth_failures_total``), if given.
+        auditor: receives one ``auth`` record per decision on a protected path, if given and active.
     """
 
     def __init__(
@@ -67,6 +74,8 @@ class SecurityMiddleware:
         trusted_proxies: Networks,
         public_paths: frozenset[str] = frozenset({"/health"}),
         any_origin_paths: frozenset[str] = frozenset(),
+        metrics: Metrics | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
@@ -79,6 +88,8 @@ class SecurityMiddleware:
         self.public_paths = public_paths | any_origin_paths
         self.any_origin_paths = any_origin_paths
         self.required_scopes = frozenset(resource.required_scopes)
+        self.metrics = metrics
+        self.auditor = auditor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,12 +107,13 @@ class SecurityMiddleware:
                 forwarded_host = value.decode("latin-1")
             elif key == b"x-forwarded-proto":
                 forwarded_proto = value.decode("latin-1")
-        base_url = ""
+        base_url = path = ""
+        authenticating = False
         try:
             request_host = self._check_host(scope, host, forwarded_host)
             base_url = self.resource.base_url(self._scheme(scope, forwarded_proto), request_host)
             scope[BASE_URL_SCOPE_KEY] = base_url
-            path: str = scope["path"]
+            path = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):
                 path = path[len(root) :] or "/"
@@ -116,6 +128,7 @@ class SecurityMiddleware:
             if path in self.public_paths:
                 await self.app(scope, receive, send)
                 return
+            authenticating = True
             principal, access_token = await self._authenticate(scope, path, authorization, base_url)
             missing = principal.missing(self.required_scopes)
             if missing:
@@ -130,8 +143,20 @@ class SecurityMiddleware:
                     },
                 )
         except DataPulseError as error:
+            if authenticating:
+                await self._denied(error, path)
             await send_error(send, error)
             return
+        if self.auditor is not None and self.auditor.active:
+            await self.auditor.record(
+                "auth",
+                principal=principal.key,
+                session_id=None,
+                transport=None,
+                protocol_version=None,
+                name=path,
+                outcome="allowed",
+            )
         scope[PRINCIPAL_SCOPE_KEY] = principal
         principal_reset = CURRENT_PRINCIPAL.set(principal)
         try:
@@ -148,6 +173,28 @@ class SecurityMiddleware:
                 _sdk.auth_context_var.reset(reset)
         finally:
             CURRENT_PRINCIPAL.reset(principal_reset)
+
+    async def _denied(self, error: DataPulseError, path: str) -> None:
+        if isinstance(error, InsufficientScope):
+            reason = "insufficient_scope"
+        elif isinstance(error, InvalidToken):
+            reason = error.reason
+        elif isinstance(error, Unavailable):
+            reason = "keys_unavailable"
+        else:
+            reason = "other"
+        if self.metrics is not None:
+            self.metrics.auth_failures_total.labels(self.metrics.auth_reason(reason)).inc()
+        if self.auditor is not None and self.auditor.active:
+            await self.auditor.record(
+                "auth",
+                principal=None,
+                session_id=None,
+                transport=None,
+                protocol_version=None,
+                name=path,
+                outcome=f"denied:{reason}",
+            )
 
     def _check_host(self, scope: Scope, host: str | None, forwarded_host: str | None) -> str:
         client = scope.get("client")
@@ -174,7 +221,9 @@ class SecurityMiddleware:
         query: bytes = scope.get("query_string", b"")
         if query and any(param in query for param in _URL_TOKEN_PARAMS):
             raise self._unauthorized(
-                base_url, "Unauthorized: tokens are not accepted in URLs; send Authorization: Bearer <token>"
+                base_url,
+                "Unauthorized: tokens are not accepted in URLs; send Authorization: Bearer <token>",
+                reason="malformed",
             )
         if authorization is None:
             ticket = query_param(scope, "ticket") if b"ticket=" in query else None
@@ -185,25 +234,37 @@ class SecurityMiddleware:
                         base_url,
                         "Unauthorized: the stream ticket is unknown, expired or already used; get a new "
                         "one with POST /tickets",
+                        reason="ticket",
                     )
                 return principal, _ticket_access_token(principal)
-            raise self._unauthorized(base_url, "Unauthorized: send Authorization: Bearer <token>", error=None)
+            raise self._unauthorized(
+                base_url, "Unauthorized: send Authorization: Bearer <token>", reason="missing", error=None
+            )
         scheme, _, token = authorization.partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            raise self._unauthorized(base_url, "Unauthorized: the Authorization header must be 'Bearer <token>'")
+            raise self._unauthorized(
+                base_url, "Unauthorized: the Authorization header must be 'Bearer <token>'", reason="malformed"
+            )
         try:
             return await self.authenticator.authenticate(token)
         except InvalidToken as exc:
             log.info("refused an invalid bearer token (%s) on %s", exc.reason, scope.get("path"))
             description = exc.message.removeprefix("Unauthorized: ")
-            raise self._unauthorized(base_url, exc.message, description=description) from None
+            raise self._unauthorized(base_url, exc.message, reason=exc.reason, description=description) from None
 
     def _unauthorized(
-        self, base_url: str, message: str, *, error: str | None = "invalid_token", description: str | None = None
-    ) -> Unauthorized:
-        challenge = self.resource.challenge(base_url, error=error, description=description)
-        return Unauthorized(message, headers={"WWW-Authenticate": challenge})
+        self,
+        base_url: str,
+        message: str,
+        *,
+        reason: str,
+        error: str | None = "invalid_token",
+        description: str | None = None,
+    ) -> InvalidToken:
+        refusal = InvalidToken(message, reason)
+        refusal.headers["WWW-Authenticate"] = self.resource.challenge(base_url, error=error, description=description)
+        return refusal
 
 
 def _ticket_access_token(principal: Principal) -> _sdk.AccessToken:

@@ -63,8 +63,15 @@ async def route(
         raise SessionNotFound()
     body = await read_body(scope, receive, runtime.settings.max_body_bytes) if scope["method"] == "POST" else b""
     for _attempt in range(3):
-        if await cluster.tunnels.forward(record.owner, scope, body, receive, send, runtime.modern_streams):
+        try:
+            forwarded = await cluster.tunnels.forward(record.owner, scope, body, receive, send, runtime.modern_streams)
+        except Unavailable:
+            runtime.metrics.forwarded_requests_total.labels("unavailable").inc()
+            raise
+        if forwarded:
+            runtime.metrics.forwarded_requests_total.labels("ok").inc()
             return None
+        runtime.metrics.forwarded_requests_total.labels("owner_gone").inc()
         fresh = await cluster.session_record(session_id, fresh=True)
         if fresh is None:
             raise SessionNotFound()

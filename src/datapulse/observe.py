@@ -1,0 +1,114 @@
+"""Observing every tool call, resource read and prompt get: Prometheus metrics and one audit record each.
+
+`ObservationMiddleware` is an SDK ``ServerMiddleware`` placed first on the server's chain, so it sees every
+era and transport, including uses refused by the scope policy or a rate limit (outcome ``refused`` /
+``rate_limited``). The caller, session, transport and protocol version come from the request's context
+(`CURRENT_PRINCIPAL`, `CURRENT_SESSION`); arguments are audited as a digest unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel
+
+from datapulse.auth.authorization import CURRENT_PRINCIPAL
+from datapulse.errors import ACCESS_ERROR
+from datapulse.metrics import ToolOutcome
+from datapulse.notifications import CURRENT_SESSION
+
+if TYPE_CHECKING:
+    from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+
+    from datapulse.audit import AuditKind, Auditor
+    from datapulse.metrics import Metrics
+
+_OBSERVED: dict[str, tuple[AuditKind, str]] = {
+    "tools/call": ("tool_call", "name"),
+    "resources/read": ("resource_read", "uri"),
+    "prompts/get": ("prompt_get", "name"),
+}
+STATELESS = "stateless"
+"""The transport label of a 2026-07-28 request served without a session."""
+
+
+def _transport_label() -> str:
+    session = CURRENT_SESSION.get()
+    return session.kind.value if session is not None else STATELESS
+
+
+def _outcome_of(result: HandlerResult) -> ToolOutcome:
+    is_error = result.get("isError") if isinstance(result, dict) else getattr(result, "is_error", None)
+    return "error" if is_error else "ok"
+
+
+class ObservationMiddleware:
+    """Counts and times tool calls (`Metrics`) and writes audit records (`Auditor`, optional).
+
+    Args:
+        metrics: the app's metrics.
+        auditor: where audit records go, or None (audit off).
+    """
+
+    def __init__(self, metrics: Metrics, auditor: Auditor | None) -> None:
+        self.metrics = metrics
+        self.auditor = auditor
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        self.metrics.messages_total.labels(_transport_label(), "in").inc()
+        observed = _OBSERVED.get(ctx.method)
+        if observed is None:
+            return await call_next(ctx)
+        kind, field = observed
+        params = ctx.params or {}
+        name = params.get(field)
+        name = name if isinstance(name, str) else None
+        started = time.perf_counter()
+        outcome: ToolOutcome = "error"
+        try:
+            result = await call_next(ctx)
+            outcome = _outcome_of(result)
+            return result
+        except MCPError as exc:
+            data = exc.error.data
+            if exc.error.code == ACCESS_ERROR:
+                outcome = "refused"
+            elif isinstance(data, dict) and "retryAfterSeconds" in data:
+                outcome = "rate_limited"
+            raise
+        finally:
+            duration_s = time.perf_counter() - started
+            if outcome == "rate_limited":
+                self.metrics.rate_limited_total.labels("tool").inc()
+            if kind == "tool_call" and name is not None:
+                label = self.metrics.tool_label(name)
+                self.metrics.tool_calls_total.labels(label, outcome).inc()
+                self.metrics.tool_call_duration_seconds.labels(label).observe(duration_s)
+            if self.auditor is not None and self.auditor.active:
+                with anyio.CancelScope(shield=True):
+                    await self._audit(kind, name, params, outcome, duration_s)
+
+    async def _audit(
+        self, kind: AuditKind, name: str | None, params: Mapping[str, Any], outcome: str, duration_s: float
+    ) -> None:
+        assert self.auditor is not None
+        principal = CURRENT_PRINCIPAL.get()
+        session = CURRENT_SESSION.get()
+        arguments = params.get("arguments") if kind != "resource_read" else None
+        if isinstance(arguments, BaseModel):
+            arguments = arguments.model_dump(mode="json")
+        await self.auditor.record(
+            kind,
+            principal=principal.key,
+            session_id=session.id if session is not None else None,
+            transport=session.kind.value if session is not None else STATELESS,
+            protocol_version=session.connection.protocol_version if session is not None else None,
+            name=name,
+            arguments=arguments,
+            outcome=outcome,
+            duration_ms=round(duration_s * 1000, 3),
+        )
