@@ -27,7 +27,8 @@ SERVER_CPU = "0"
 CLIENT_CPU = 1
 TOKEN = "bench-" + secrets.token_urlsafe(24)
 MANY_SESSIONS_CAP = 20_000
-"""``--max-sessions`` and ``--max-sessions-per-principal`` for DataPulse (the 10,000-session test needs them)."""
+"""``--max-sessions``, ``--max-sessions-per-principal`` and ``--max-streams-per-principal`` for DataPulse (the
+10,000-session test and the c=256 stream cells run as one principal)."""
 
 
 def free_port() -> int:
@@ -48,6 +49,8 @@ def datapulse_argv(port: int) -> list[str]:
         "--max-sessions",
         str(MANY_SESSIONS_CAP),
         "--max-sessions-per-principal",
+        str(MANY_SESSIONS_CAP),
+        "--max-streams-per-principal",
         str(MANY_SESSIONS_CAP),
     ]
 

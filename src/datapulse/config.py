@@ -120,7 +120,10 @@ class Settings(BaseSettings):
         "(globs, first match wins).",
     )
     max_streams_per_principal: int | None = Field(
-        default=100, ge=1, description="Concurrent SSE streams (GET /sse, /events, /mcp) per principal, per instance."
+        default=1_000,
+        ge=1,
+        description="Concurrent SSE streams (GET /sse, /events, /mcp) per principal, per instance (like "
+        "max_sessions_per_principal: one stream per session).",
     )
     stream_ticket_ttl_s: float = Field(
         default=60.0, gt=0, le=600, description="Lifetime of a single-use stream ticket (POST /tickets), seconds."
