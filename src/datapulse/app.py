@@ -44,6 +44,7 @@ from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
 from datapulse.config import ConfigurationError, Settings
 from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, RateLimited, Unavailable
+from datapulse.logs import bind_log_context
 from datapulse.metrics import Metrics, metrics_endpoint
 from datapulse.observe import ObservationMiddleware
 from datapulse.openapi import openapi_document
@@ -53,7 +54,7 @@ from datapulse.security import Security, build_authenticator, build_security
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.registry import MemorySessionRegistry, SessionKind, SessionRecord
 from datapulse.transports import auth_endpoints, datapulse_api, sse, streamable
-from datapulse.transports._http import send_error, send_json
+from datapulse.transports._http import header, send_error, send_json
 
 log = logging.getLogger("datapulse")
 
@@ -531,7 +532,12 @@ class _Endpoint:
                     if routed is None:
                         return
                     receive = routed
-            await self.handler(runtime, scope, receive, send)
+            with bind_log_context(
+                request_id=(header(scope, b"x-request-id") or "")[:64] or secrets.token_hex(6),
+                principal=principal_of(scope).key,
+                session_id=routing.session_id_of(self.path, scope),
+            ):
+                await self.handler(runtime, scope, receive, send)
         except DataPulseError as error:
             await _send_if_not_started(send, error, log_as=None)
         except Exception as exc:

@@ -5,6 +5,7 @@ line or audit record."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -169,3 +170,18 @@ async def test_no_token_value_appears_in_any_log_line_or_audit_record(
     assert any("access_token" in line for line in lines)  # the refused URL was logged, with its value redacted
     for secret in (ALICE_TOKEN, TOKEN, leaked):
         assert not [line for line in lines if secret in line], secret
+
+
+async def test_log_lines_of_a_request_carry_its_request_id_principal_and_session(
+    server: RunningServer, log_lines: io.StringIO
+) -> None:
+    message = {"type": "list_tools", "request_id": "r1", "data": {}}
+    async with server.client(token=ALICE_TOKEN) as alice:
+        posted = await alice.post("/message?session_id=ctx-1", json=message, headers={"X-Request-Id": "req-42"})
+        assert posted.status_code == 202
+    lines = [json.loads(line) for line in log_lines.getvalue().splitlines() if line.startswith("{")]
+    opened = [line for line in lines if "opened" in line["event"] and line.get("session_id") == "ctx-1"]
+    assert opened, lines
+    assert opened[0]["request_id"] == "req-42"
+    assert opened[0]["principal"] == "alice"
+    assert {"timestamp", "level", "logger", "event"} <= opened[0].keys()
