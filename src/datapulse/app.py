@@ -53,6 +53,7 @@ from datapulse.runtime import Runtime
 from datapulse.security import Security, build_authenticator, build_security
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.registry import MemorySessionRegistry, SessionKind, SessionRecord
+from datapulse.tracing import request_span
 from datapulse.transports import auth_endpoints, datapulse_api, sse, streamable
 from datapulse.transports._http import header, send_error, send_json
 
@@ -532,10 +533,13 @@ class _Endpoint:
                     if routed is None:
                         return
                     receive = routed
-            with bind_log_context(
-                request_id=(header(scope, b"x-request-id") or "")[:64] or secrets.token_hex(6),
-                principal=principal_of(scope).key,
-                session_id=routing.session_id_of(self.path, scope),
+            with (
+                bind_log_context(
+                    request_id=(header(scope, b"x-request-id") or "")[:64] or secrets.token_hex(6),
+                    principal=principal_of(scope).key,
+                    session_id=routing.session_id_of(self.path, scope),
+                ),
+                request_span(scope, self.path),
             ):
                 await self.handler(runtime, scope, receive, send)
         except DataPulseError as error:

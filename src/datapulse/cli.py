@@ -91,6 +91,12 @@ def serve(app: str | None, **options: Any) -> None:
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(settings.log_level, json=json_logs, node_id=runtime_of(application).node_id)
+    from datapulse.tracing import configure_tracing
+
+    try:
+        configure_tracing(settings.otlp_endpoint, runtime_of(application).server.name)
+    except RuntimeError as exc:
+        raise click.UsageError(str(exc)) from None
     run(application, settings, generated_token=generated)
 
 

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
     )
 
     # --- operations -------------------------------------------------------------------------------------------------
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("otlp_endpoint", "DATAPULSE_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Export traces to this OTLP/HTTP collector (http://collector:4318). Empty: no export. "
+        "Alias: OTEL_EXPORTER_OTLP_ENDPOINT.",
+    )
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without auth (for a scraper on a private network)."
     )
