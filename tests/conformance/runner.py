@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import anyio
-from anyio.abc import ByteReceiveStream
+from tests.support.processes import run_collecting
 
 __all__ = [
     "CONFORMANCE_PACKAGE",
@@ -153,13 +152,6 @@ class ConformanceResult:
         return "\n".join(lines)
 
 
-async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
-    if stream is None:
-        return
-    async for chunk in stream:
-        sink.extend(chunk)
-
-
 def _load_scenarios(results_dir: Path) -> dict[str, ScenarioResult]:
     scenarios: dict[str, ScenarioResult] = {}
     if not results_dir.is_dir():
@@ -236,31 +228,21 @@ async def run_conformance(
         env["PATH"] = os.pathsep.join([str(node.parent), env.get("PATH", "")])
         env["NO_COLOR"] = "1"
         env.pop("NODE_OPTIONS", None)
-        stdout, stderr = bytearray(), bytearray()
         started = time.monotonic()
-        async with await anyio.open_process(argv, cwd=workdir, env=env) as process:
-            try:
-                with anyio.fail_after(timeout_s):
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(_drain, process.stdout, stdout)
-                        tg.start_soon(_drain, process.stderr, stderr)
-                        await process.wait()
-            except TimeoutError:
-                process.kill()
-                with anyio.move_on_after(5, shield=True):
-                    await process.wait()
-                raise TimeoutError(
-                    f"conformance --requirements {requirements} did not finish within {timeout_s}s\n"
-                    f"stdout tail:\n{stdout.decode(errors='replace')[-4000:]}"
-                ) from None
+        finished = await run_collecting(argv, timeout_s=timeout_s, cwd=workdir, env=env)
+        if finished.timed_out:
+            raise TimeoutError(
+                f"conformance --requirements {requirements} did not finish within {timeout_s}s\n"
+                f"stdout tail:\n{finished.stdout[-4000:]}"
+            )
         duration = time.monotonic() - started
-        out_text = stdout.decode(errors="replace")
+        out_text = finished.stdout
         return ConformanceResult(
             argv=argv,
             requirements=requirements,
-            returncode=process.returncode if process.returncode is not None else -1,
+            returncode=finished.returncode if finished.returncode is not None else -1,
             stdout=out_text,
-            stderr=stderr.decode(errors="replace"),
+            stderr=finished.stderr,
             duration_s=duration,
             scenarios=_load_scenarios(output_dir),
             summary=_parse_summary(out_text),

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import anyio
-from anyio.abc import ByteReceiveStream
+from tests.support.processes import run_collecting
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 JS_DIR: Final = Path(__file__).resolve().parent / "js"
@@ -95,13 +93,6 @@ def node_available() -> bool:
     return node_unavailable_reason() is None
 
 
-async def _drain(stream: ByteReceiveStream | None, sink: bytearray) -> None:
-    if stream is None:
-        return
-    async for chunk in stream:
-        sink.extend(chunk)
-
-
 async def _run_node(
     args: Sequence[str], *, timeout_s: float, env: Mapping[str, str] | None = None, what: str
 ) -> _Completed:
@@ -109,37 +100,18 @@ async def _run_node(
     if reason is not None:
         raise RuntimeError(f"cannot run {what}: {reason}")
     argv = [str(NODE_BIN), *args]
-    stdout = bytearray()
-    stderr = bytearray()
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    async with await anyio.open_process(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=JS_DIR,
-        env=full_env,
-    ) as process:
-        try:
-            with anyio.fail_after(timeout_s):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(_drain, process.stdout, stdout)
-                    tg.start_soon(_drain, process.stderr, stderr)
-                    await process.wait()
-        except TimeoutError:
-            process.kill()
-            with anyio.move_on_after(5, shield=True):
-                await process.wait()
-            raise NodeProcessError(
-                f"{what} timed out after {timeout_s:g}s and was killed",
-                argv=argv,
-                returncode=process.returncode,
-                stdout=stdout.decode(errors="replace"),
-                stderr=stderr.decode(errors="replace"),
-            ) from None
-        returncode = process.returncode
-    assert returncode is not None  # process.wait() returned
-    return _Completed(argv, returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+    finished = await run_collecting(argv, timeout_s=timeout_s, cwd=JS_DIR, env=full_env)
+    if finished.timed_out:
+        raise NodeProcessError(
+            f"{what} timed out after {timeout_s:g}s and was killed",
+            argv=argv,
+            returncode=finished.returncode,
+            stdout=finished.stdout,
+            stderr=finished.stderr,
+        )
+    assert finished.returncode is not None  # it was waited for
+    return _Completed(argv, finished.returncode, finished.stdout, finished.stderr)
 
 
 def _parse_one_json_object(done: _Completed, what: str) -> dict[str, Any]:
