@@ -147,6 +147,8 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         log.warning("serving %s WITHOUT authentication (insecure_no_auth)", settings.host)
     _install_authorization(lowlevel, security)
     metrics = Metrics()
+    if cluster is not None:
+        cluster.redis.observer = metrics.observe_redis_command
     auditor = build_auditor(settings, cluster, node_id)
     _install_observation(lowlevel, metrics, auditor)
     local_bus = _sdk.subscription_bus(target)
@@ -303,12 +305,11 @@ async def shutdown(runtime: Runtime) -> None:
     """Drain (idempotent; called when the server begins to stop), within ``graceful_shutdown_timeout_s``:
 
     1. not ready (``/ready`` 503) and no new session (503: clients retry elsewhere);
-    2. in-flight requests of sessions finish (up to 80 % of the bound);
-    3. every stream ends with its ``retry:`` hint (2024-11-05, DataPulse API and 2025 GET streams);
+    2. in-flight requests finish, those of sessions and stateless 2026-07-28 ones (up to 80 % of the bound);
+    3. every stream ends with its ``retry:`` hint (2024-11-05, DataPulse API, 2025 GET streams and 2026-07-28
+       ``subscriptions/listen``); a request still running past the bound is cancelled;
     4. single process: sessions close. Cluster mode: the heartbeat goes first, then sessions are handed over
        (`SessionManager.release_all`), so their next request on another instance takes them over.
-
-    Stateless (2026-07-28) requests in flight are waited for by uvicorn afterwards (same bound).
     """
     if runtime.shutdown.is_set():
         return
@@ -318,8 +319,8 @@ async def shutdown(runtime: Runtime) -> None:
     bound_s = runtime.settings.graceful_shutdown_timeout_s
     with anyio.move_on_after(bound_s, shield=True):
         with anyio.move_on_after(bound_s * 0.8):
-            await sessions.wait_until(lambda: not sessions.any_busy())
-        if sessions.any_busy():
+            await sessions.wait_until(lambda: not sessions.any_busy() and runtime.modern_in_flight == 0)
+        if sessions.any_busy() or runtime.modern_in_flight:
             log.warning("drain: requests still in flight after %.1f s; ending them", bound_s * 0.8)
         runtime.shutdown.set()
         for scope in list(runtime.modern_streams):

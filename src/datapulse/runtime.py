@@ -54,6 +54,10 @@ class Runtime:
     cluster_bus: RedisSubscriptionBus | None = None
     """Cluster mode: the bus that relays change events between instances."""
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
+    """Cancel scopes of 2026-07-28 responses streaming right now (listen streams and streamed calls)."""
+    modern_in_flight: int = 0
+    """2026-07-28 requests being served right now, ``subscriptions/listen`` streams excepted (the drain waits
+    for these to finish; listen streams are ended instead)."""
     gauged_sessions: set[tuple[str, str]] = field(default_factory=set)
     """(transport, protocol version) pairs the session gauge was last set for (zeroed when they empty)."""
     draining: bool = False

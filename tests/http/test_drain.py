@@ -10,7 +10,7 @@ import anyio
 import httpx2
 import pytest
 
-from tests.support.mcp_http import legacy_headers, legacy_initialize
+from tests.support.mcp_http import legacy_headers, legacy_initialize, modern_headers, modern_params
 from tests.support.servers import TOKEN, bearer, make_settings, serve_in_process, spawn_datapulse
 from tests.support.sse import SseReader, open_sse
 
@@ -30,6 +30,16 @@ def slow_call(seconds: float) -> str:
             "params": {"name": "report_then_work", "arguments": {"seconds": seconds}, "_meta": {"progressToken": "p"}},
         }
     )
+
+
+def modern_slow_call(seconds: float) -> str:
+    """`slow_call` as a 2026-07-28 stateless request (send with `MODERN_CALL` headers)."""
+    body = json.loads(slow_call(seconds))
+    body["params"] = modern_params(body["params"])
+    return json.dumps(body)
+
+
+MODERN_CALL = modern_headers("tools/call", "report_then_work")
 
 
 async def until_progress(reader: SseReader) -> None:
@@ -58,10 +68,15 @@ async def test_sigterm_finishes_the_in_flight_call_ends_streams_with_a_retry_hin
         async with open_sse(client, "GET", "/sse") as idle_stream:
             await idle_stream.next_event()  # the endpoint event: the stream is open
             headers = legacy_headers(session_id)
-            async with open_sse(client, "POST", "/mcp", content=slow_call(1.5), headers=headers) as call:
-                await until_progress(call)  # the call is in flight on the server
+            async with (
+                open_sse(client, "POST", "/mcp", content=slow_call(1.5), headers=headers) as call,
+                open_sse(client, "POST", "/mcp", content=modern_slow_call(1.5), headers=MODERN_CALL) as stateless,
+            ):
+                await until_progress(call)  # the calls are in flight on the server: one of a session,
+                await until_progress(stateless)  # one stateless (2026-07-28)
                 server.signal(signal.SIGTERM)
                 assert result_text(await call.read_to_end()) == "worked 1.5 s"
+                assert result_text(await stateless.read_to_end()) == "worked 1.5 s"
             ended = await idle_stream.read_to_end()
             assert idle_stream.ended
             assert any(event.retry_ms == 3000 for event in ended), ended

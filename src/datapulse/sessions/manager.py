@@ -59,7 +59,9 @@ class SessionManager:
         self._changed = anyio.Event()
         self.accepting = True
 
-    def _signal_change(self) -> None:
+    def signal_change(self) -> None:
+        """Wake every `wait_until` to re-check its predicate (sessions call it when they open, close or go idle;
+        other in-flight work, such as stateless requests, calls it when it ends)."""
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
@@ -82,17 +84,17 @@ class SessionManager:
             session.id, session.kind, session.principal, self.clock(), owner=self.node_id, epoch=session.epoch
         )
         await self.registry.add(record, max_total=self.max_sessions, max_per_principal=self.max_sessions_per_principal)
-        session.on_idle = self._signal_change
+        session.on_idle = self.signal_change
         self._live[session.id] = session
-        self._signal_change()
+        self.signal_change()
         log.debug("session %s opened (%s, principal %s)", session.id, session.kind.value, session.principal)
         return session
 
     def adopt(self, session: LiveSession) -> None:
         """Make a session taken over from a dead instance findable here (its record was claimed already)."""
-        session.on_idle = self._signal_change
+        session.on_idle = self.signal_change
         self._live[session.id] = session
-        self._signal_change()
+        self.signal_change()
         log.info("session %s (%s) taken over from a dead instance", session.id[:16], session.kind.value)
 
     def peek(self, session_id: str) -> LiveSession | None:
@@ -127,7 +129,7 @@ class SessionManager:
         finally:
             self._live.pop(session_id, None)
             await self.registry.remove(session_id)
-            self._signal_change()
+            self.signal_change()
         return True
 
     async def reap(self) -> int:
@@ -171,7 +173,7 @@ class SessionManager:
                 self._live.pop(session_id, None)
                 if session.kind is SessionKind.SSE:
                     await self.registry.remove(session_id)
-                self._signal_change()
+                self.signal_change()
 
     async def close_all(self, reason: str) -> None:
         """Close every session (shutdown)."""
@@ -182,12 +184,12 @@ class SessionManager:
     def stream_opened(self, kind: SessionKind) -> None:
         """Count an SSE stream of ``kind`` as open (reported by ``/health``)."""
         self._streams[kind] += 1
-        self._signal_change()
+        self.signal_change()
 
     def stream_closed(self, kind: SessionKind) -> None:
         """Count an SSE stream of ``kind`` as closed."""
         self._streams[kind] -= 1
-        self._signal_change()
+        self.signal_change()
 
     def stream_counts(self) -> Mapping[SessionKind, int]:
         """Open SSE streams per transport."""

@@ -125,7 +125,11 @@ class ModernExchange:
         """Turn the response into an SSE stream (once) and make sure a watcher runs."""
         connection = self.connection
         if connection is None:
-            connection = self.connection = SseConnection(self._send, self._runtime.settings.slow_client_timeout_s)
+            connection = self.connection = SseConnection(
+                self._send,
+                self._runtime.settings.slow_client_timeout_s,
+                observe_depth=self._runtime.metrics.outbound_queue_depth.observe,
+            )
             self._runtime.modern_streams.add(self.cancel_scope)
             await self._send({"type": "http.response.start", "status": 200, "headers": list(SSE_HEADERS)})
             self._start_watcher()
@@ -230,6 +234,9 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     exchange.arm()
     response_text: str | None = None
     status = 200
+    counted = message.method != "subscriptions/listen"  # a listen stream never ends on its own: not waited for
+    if counted:
+        runtime.modern_in_flight += 1
     try:
         with exchange.cancel_scope:
             try:
@@ -248,10 +255,16 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
                 response_text = _jsonrpc.error_json(message.id, error.code, error.message, error.data)
     finally:
         exchange.disarm()
-    if response_text is None:
-        await exchange.finish_cancelled()
-        return
-    await exchange.finish(response_text, status)
+        if counted:
+            runtime.modern_in_flight -= 1
+    try:
+        if response_text is None:
+            await exchange.finish_cancelled()
+        else:
+            await exchange.finish(response_text, status)
+    finally:
+        if counted and runtime.draining:
+            runtime.sessions.signal_change()  # the drain waits for in-flight requests to end
 
 
 def _ladder(
