@@ -20,10 +20,14 @@ Instruments (label values in brackets)::
     datapulse_forwarded_requests_total       counter    outcome [ok|owner_gone|unavailable] (cluster mode)
     datapulse_redis_command_duration_seconds histogram  command (`REDIS_COMMANDS`, else "other"; cluster mode)
 
-``transport`` is one of ``streamable_http``, ``sse``, ``datapulse_api``. Callers pass the negotiated
-protocol version (a member of the server's supported set) or ``"-"`` when there is none.
+``transport`` is one of ``streamable_http``, ``sse``, ``datapulse_api``, and for messages also ``stateless``
+(2026-07-28 requests served without a session). Messages ``in`` are JSON-RPC requests received, ``out`` the
+responses (results and errors) sent for them; notifications are not counted. The outbound queue depth is
+observed for every frame written to an SSE stream: the frames of that stream already waiting to be written.
+Callers pass the negotiated protocol version (a member of the server's supported set) or ``"-"`` when there
+is none.
 
-Several processes (``uvicorn --workers N``): prometheus-client's multiprocess mode
+Several processes (``datapulse serve --workers N``, or ``uvicorn --workers N`` with the variable set): prometheus-client's multiprocess mode
 (https://prometheus.github.io/client_python/multiprocess/). Each process writes its values to mmap'd files
 ``<dir>/<type>_<pid>.db``; `Metrics.render` merges every file of the directory with `MultiProcessCollector`,
 so any worker answers ``/metrics`` for all of them. Counters and histograms are summed over every process
@@ -76,7 +80,7 @@ __all__ = [
 
 MULTIPROC_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
-Transport = Literal["streamable_http", "sse", "datapulse_api"]
+Transport = Literal["streamable_http", "sse", "datapulse_api", "stateless"]
 Direction = Literal["in", "out"]
 ToolOutcome = Literal["ok", "error", "refused", "rate_limited"]
 RateLimitKind = Literal["request", "tool", "stream"]
@@ -172,13 +176,13 @@ class _Instruments:
             ),
             messages_total=Counter(
                 "datapulse_messages",
-                "MCP messages received (in) and sent (out), by transport.",
+                "JSON-RPC requests received (in) and responses sent (out), by transport.",
                 ["transport", "direction"],
                 registry=registry,
             ),
             outbound_queue_depth=Histogram(
                 "datapulse_outbound_queue_depth",
-                "Messages already waiting in a session's outbound queue when one more is queued.",
+                "Frames already waiting to be written to an SSE stream when one more is written.",
                 registry=registry,
                 buckets=QUEUE_DEPTH_BUCKETS,
             ),
@@ -339,6 +343,11 @@ class Metrics:
         """The ``command`` label for a Redis command name (any case): in `REDIS_COMMANDS`, else ``other``."""
         label = command.lower()
         return label if label in REDIS_COMMANDS else "other"
+
+    def observe_redis_command(self, command: str, seconds: float) -> None:
+        """Observe one Redis command (or pipeline) of ``seconds``; ``command`` is labelled with `redis_command_label`
+        (a `datapulse.cluster.timed_redis.CommandObserver`)."""
+        self.redis_command_duration_seconds.labels(self.redis_command_label(command)).observe(seconds)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition of every metric: Prometheus text format 0.0.4 and its content type.

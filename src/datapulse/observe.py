@@ -59,7 +59,17 @@ class ObservationMiddleware:
         self.auditor = auditor
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        self.metrics.messages_total.labels(_transport_label(), "in").inc()
+        transport = _transport_label()
+        self.metrics.messages_total.labels(transport, "in").inc()
+        try:
+            result = await self._observe(ctx, call_next)
+        except Exception:
+            self.metrics.messages_total.labels(transport, "out").inc()  # the error response
+            raise
+        self.metrics.messages_total.labels(transport, "out").inc()
+        return result
+
+    async def _observe(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         observed = _OBSERVED.get(ctx.method)
         if observed is None:
             return await call_next(ctx)

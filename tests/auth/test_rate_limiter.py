@@ -6,7 +6,7 @@ by the count alone, never by the clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -160,7 +160,7 @@ async def test_a_limiter_without_limits_is_disabled_and_allows_everything() -> N
 
 
 @asynccontextmanager
-async def clients(url: str, count: int) -> AsyncIterator[list[Redis]]:
+async def clients(url: str, count: int) -> AsyncIterator[Sequence[Redis]]:
     opened = [connect(url, timeout_s=1.0) for _ in range(count)]
     try:
         yield opened

@@ -12,38 +12,21 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from datapulse.audit import AuditRecord, capture_audit
 from datapulse.logs import configure_logging
 from tests.support.mcp_http import legacy_call, legacy_initialize, modern_call
+from tests.support.prometheus import scrape, value
 from tests.support.servers import ALICE_TOKEN, TOKEN, RunningServer, make_settings, serve_in_process
 from tests.support.sse import open_sse
 
 pytestmark = pytest.mark.anyio
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[RunningServer]:
     async with serve_in_process(make_settings(log_level="info")) as running:
         yield running
-
-
-async def scrape(client: httpx2.AsyncClient) -> Samples:
-    response = await client.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def echo_on_every_transport(client: httpx2.AsyncClient) -> str:
@@ -82,7 +65,15 @@ async def test_metrics_move_with_sessions_streams_tool_calls_and_auth_failures(s
     sessions = "datapulse_sessions_open"
     assert value(during, sessions, transport="streamable_http", protocol_version="2025-11-25") == 1
     assert value(during, "datapulse_streams_open", transport="sse") == 1
-    assert value(during, "datapulse_messages_total", transport="streamable_http", direction="in") >= 2
+    messages = "datapulse_messages_total"
+    for transport in ("stateless", "streamable_http", "datapulse_api"):
+        received = value(during, messages, transport=transport, direction="in")
+        sent = value(during, messages, transport=transport, direction="out")
+        assert received >= 1, transport
+        assert sent == received, transport  # one response (result or error) per request
+    assert value(during, messages, transport="streamable_http", direction="in") >= 2  # initialize, tools/call
+    depth = "datapulse_outbound_queue_depth_count"
+    assert value(during, depth) - value(before, depth) >= 2  # frames written to the /events and /sse streams
     failures = "datapulse_auth_failures_total"
     assert value(after, failures, reason="unknown_token") - value(before, failures, reason="unknown_token") == 1
     assert value(after, failures, reason="missing") - value(before, failures, reason="missing") == 1

@@ -22,13 +22,13 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from datapulse.cluster.timed_redis import TimedRedis
 from datapulse.errors import Unavailable
 
 STORE_RETRY_AFTER_S = 2
@@ -55,14 +55,14 @@ def store_errors(what: str) -> Iterator[None]:
         ) from exc
 
 
-def connect(url: str, timeout_s: float) -> aioredis.Redis:
+def connect(url: str, timeout_s: float) -> TimedRedis:
     """A Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``, password in the URL).
 
     Every command is bounded by ``timeout_s`` (connect and read); a connection found dead (for
     example after a Redis restart) is retried once on a fresh connection, so the first request
-    after Redis comes back succeeds.
+    after Redis comes back succeeds. Set the client's ``observer`` to time each command (`TimedRedis`).
     """
-    return aioredis.Redis.from_url(
+    client = TimedRedis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
@@ -71,6 +71,8 @@ def connect(url: str, timeout_s: float) -> aioredis.Redis:
         health_check_interval=30,
         decode_responses=False,
     )
+    assert isinstance(client, TimedRedis)  # from_url builds an instance of the class it is called on
+    return client
 
 
 class Keys:

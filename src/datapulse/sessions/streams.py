@@ -50,15 +50,26 @@ class SseConnection:
             connection is abandoned.
         on_abort: called once (synchronously) when the connection is abandoned by us, to wake the
             task that owns the response (it then ends it).
+        observe_depth: called with the number of frames already waiting to be written each time one more
+            is written (the ``datapulse_outbound_queue_depth`` histogram).
     """
 
-    __slots__ = ("_lock", "_on_abort", "_send", "_timeout_s", "close_reason", "closed")
+    __slots__ = ("_lock", "_observe_depth", "_on_abort", "_send", "_timeout_s", "_waiting", "close_reason", "closed")
 
-    def __init__(self, send: Send, slow_client_timeout_s: float, on_abort: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        send: Send,
+        slow_client_timeout_s: float,
+        on_abort: Callable[[], None] | None = None,
+        *,
+        observe_depth: Callable[[float], None] | None = None,
+    ) -> None:
         self._send = send
         self._lock = asyncio.Lock()  # asyncio's creates its waiter queue lazily: nothing allocated while idle
         self._timeout_s = slow_client_timeout_s
         self._on_abort = on_abort
+        self._observe_depth = observe_depth
+        self._waiting = 0
         self.closed = False
         self.close_reason: str | None = None
 
@@ -71,6 +82,9 @@ class SseConnection:
         """
         if self.closed:
             raise StreamClosed
+        if self._observe_depth is not None:
+            self._observe_depth(self._waiting)
+        self._waiting += 1
         try:
             async with asyncio.timeout(self._timeout_s), self._lock:
                 if self.closed:
@@ -79,6 +93,8 @@ class SseConnection:
         except TimeoutError:
             self.abort(f"client read nothing for {self._timeout_s:g} s; outbound stream backpressure limit reached")
             raise StreamClosed from None
+        finally:
+            self._waiting -= 1
 
     def offer(self) -> bool:
         """Whether a non-urgent frame (a keepalive) may be written now without queueing behind others."""

@@ -179,7 +179,12 @@ async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: 
     if resume is not None and resume[0] == session.events.key and session.events.knows(resume[1]):
         after_seq = resume[1]
     cancel = anyio.CancelScope()
-    connection = SseConnection(send, settings.slow_client_timeout_s, on_abort=cancel.cancel)
+    connection = SseConnection(
+        send,
+        settings.slow_client_timeout_s,
+        on_abort=cancel.cancel,
+        observe_depth=runtime.metrics.outbound_queue_depth.observe,
+    )
     runtime.sessions.stream_opened(SessionKind.DATAPULSE_API)
     reason = "client disconnected"
     try:

@@ -89,7 +89,12 @@ async def handle_get(runtime: Runtime, scope: Scope, receive: Receive, send: Sen
     settings = runtime.settings
     session = await runtime.sessions.open(SseSession(runtime.new_session_id(), principal_of(scope).key, runtime))
     cancel = anyio.CancelScope()
-    connection = SseConnection(send, settings.slow_client_timeout_s, on_abort=cancel.cancel)
+    connection = SseConnection(
+        send,
+        settings.slow_client_timeout_s,
+        on_abort=cancel.cancel,
+        observe_depth=runtime.metrics.outbound_queue_depth.observe,
+    )
     session.stream = connection
     runtime.sessions.stream_opened(SessionKind.SSE)
     reason = "client disconnected"

@@ -197,7 +197,11 @@ class PostExchange:
     async def _commit(self) -> EventStream:
         session = self._session
         stream = self.stream = session.new_request_stream()
-        connection = self._own = SseConnection(self._send, self._runtime.settings.slow_client_timeout_s)
+        connection = self._own = SseConnection(
+            self._send,
+            self._runtime.settings.slow_client_timeout_s,
+            observe_depth=self._runtime.metrics.outbound_queue_depth.observe,
+        )
         stream.connection = connection
         await start_sse(self._send, _session_header(session.id))
         if session.primes:
@@ -330,7 +334,12 @@ async def _get(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> 
         raise Conflict("Conflict: this session already has an open GET stream; close it or resume with Last-Event-ID")
     settings = runtime.settings
     cancel = anyio.CancelScope()
-    connection = SseConnection(send, settings.slow_client_timeout_s, on_abort=cancel.cancel)
+    connection = SseConnection(
+        send,
+        settings.slow_client_timeout_s,
+        on_abort=cancel.cancel,
+        observe_depth=runtime.metrics.outbound_queue_depth.observe,
+    )
     runtime.sessions.stream_opened(SessionKind.STREAMABLE_HTTP)
     reason = "client disconnected"
     try:
