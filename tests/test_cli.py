@@ -44,6 +44,14 @@ def test_invalid_options_are_refused_with_the_option_named() -> None:
     assert "cannot import 'no_such_module'" in bad_app.stderr
 
 
+def test_several_workers_without_redis_are_refused_because_sessions_could_not_be_shared() -> None:
+    result = subprocess.run(
+        [DATAPULSE, "serve", "--workers", "2", "--token", "t"], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert "--workers 2 needs cluster mode (--redis-url" in result.stderr
+
+
 @pytest.mark.anyio
 async def test_without_a_token_serve_generates_one_prints_it_once_and_requires_it() -> None:
     async with spawn_datapulse() as proc:

@@ -2,4 +2,5 @@
 
 from datapulse.cli import main
 
-main()
+if __name__ == "__main__":  # not when a ``spawn``ed worker process imports the parent's main module
+    main()

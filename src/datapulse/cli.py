@@ -82,14 +82,25 @@ def serve(app: str | None, **options: Any) -> None:
     json_logs = {"auto": None, "json": True, "console": False}[settings.log_format]
     configure_logging(settings.log_level, json=json_logs)
     from datapulse.app import ConfigurationError, create_app, runtime_of
-    from datapulse.server import run
+    from datapulse.server import banner, run
+    from datapulse.workers import Supervisor
 
     if app is not None and "." not in sys.path:
         sys.path.insert(0, ".")
     try:
-        application = create_app(settings)
+        application = create_app(settings)  # with --workers, only to check the settings before starting any
+        supervisor = Supervisor(settings, json_logs) if settings.workers > 1 else None
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
+    if supervisor is not None:
+        server_name = runtime_of(application).server.name
+        del application
+
+        def announce(url: str) -> None:
+            print(banner(url, settings, server_name, generated, workers=settings.workers), flush=True)
+
+        supervisor.on_ready = announce
+        sys.exit(supervisor.run())
     configure_logging(settings.log_level, json=json_logs, node_id=runtime_of(application).node_id)
     from datapulse.tracing import configure_tracing
 

@@ -170,6 +170,13 @@ class Settings(BaseSettings):
     graceful_shutdown_timeout_s: float = Field(
         default=10.0, ge=0, description="Bound on draining open streams and requests at shutdown."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Worker processes sharing the port (datapulse serve). More than 1 needs cluster mode "
+        "(--redis-url): any worker may receive any request of a session.",
+    )
 
     # --- cluster mode (Redis) -------------------------------------------------------------------------------------
     redis_url: SecretStr | None = Field(

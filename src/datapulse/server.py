@@ -115,7 +115,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     )
 
 
-def banner(url: str, settings: Settings, server_name: str, generated_token: str | None) -> str:
+def banner(url: str, settings: Settings, server_name: str, generated_token: str | None, *, workers: int = 1) -> str:
     """The startup text: endpoints, how to authenticate, and a client configuration snippet."""
     base = url + settings.root_path
     if settings.public_url:
@@ -133,7 +133,8 @@ def banner(url: str, settings: Settings, server_name: str, generated_token: str 
     if headers:
         client_config["mcpServers"]["datapulse"]["headers"] = headers
     lines = [
-        f"DataPulse {__version__} listening on {url}  (serving {server_name})",
+        f"DataPulse {__version__} listening on {url}  (serving {server_name}"
+        + (f", {workers} worker processes)" if workers > 1 else ")"),
         f"  Streamable HTTP (2025-03-26 ... 2026-07-28): {base}/mcp",
         f"  HTTP+SSE (2024-11-05):                       {base}/sse",
         f"  DataPulse API:  GET {base}/events?session_id=ID   POST {base}/message?session_id=ID",

@@ -3,7 +3,10 @@ controls, push standalone notifications, or ask the client for input."""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -82,8 +85,23 @@ def build_behaviour_server(gates: Gates) -> MCPServer[Any]:
     async def blob(size: int) -> str:
         return "x" * size
 
+    @server.tool()
+    async def process_id() -> str:
+        """The id of the process that ran this call (which worker of several served it)."""
+        return str(os.getpid())
+
     return server
 
 
 BEHAVIOUR_APP = build_behaviour_server(Gates())
 """The behaviour server for ``datapulse serve tests.support.apps:BEHAVIOUR_APP`` (its gates stay closed)."""
+
+
+@asynccontextmanager
+async def _refuse_to_start(_server: MCPServer[Any]) -> AsyncIterator[None]:
+    raise RuntimeError("this app refuses to start (its lifespan raises)")
+    yield
+
+
+FAILS_AT_STARTUP_APP: MCPServer[Any] = MCPServer("fails-at-startup", lifespan=_refuse_to_start)
+"""Builds fine; its lifespan raises, so a server serving it never finishes start-up."""

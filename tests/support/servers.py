@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +96,34 @@ async def serve_in_process(
             tasks.cancel_scope.deadline = anyio.current_time() + 30
 
 
+class LineLog(list[str]):
+    """Lines read so far from a process's output (each ending in a newline), and a way to wait for one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._appended = anyio.Event()
+
+    def append(self, line: str) -> None:
+        super().append(line)
+        self._appended.set()
+        self._appended = anyio.Event()
+
+    async def wait_for(self, predicate: Callable[[str], bool], *, start: int = 0, timeout_s: float = 20.0) -> int:
+        """The index of the first line from index ``start`` on that satisfies ``predicate``, waiting for it.
+
+        Raises:
+            TimeoutError: no such line within ``timeout_s``.
+        """
+        with anyio.fail_after(timeout_s):
+            index = start
+            while True:
+                while index < len(self):
+                    if predicate(self[index]):
+                        return index
+                    index += 1
+                await self._appended.wait()
+
+
 @dataclass
 class ServerProcess:
     """A `datapulse serve` subprocess and what it printed."""
@@ -103,7 +131,7 @@ class ServerProcess:
     process: Process
     url: str
     banner: list[str]
-    stderr_lines: list[str] = field(default_factory=list)
+    stderr_lines: LineLog = field(default_factory=LineLog)
 
     def signal(self, sig: signal.Signals = signal.SIGINT) -> None:
         self.process.send_signal(sig)
@@ -125,13 +153,13 @@ async def spawn_datapulse(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    stderr_lines: list[str] = []
+    stderr_lines = LineLog()
     banner: list[str] = []
     try:
         assert process.stdout is not None
         assert process.stderr is not None
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(_drain, process.stderr, stderr_lines)
+            tasks.start_soon(drain_lines, process.stderr, stderr_lines)
             stdout = _Lines(process.stdout)
             with anyio.fail_after(STARTUP_TIMEOUT_S):
                 first = await stdout.next_line()
@@ -147,8 +175,8 @@ async def spawn_datapulse(
     finally:
         if process.returncode is None:
             process.kill()
-            with anyio.move_on_after(10, shield=True):
-                await process.wait()
+        with anyio.move_on_after(10, shield=True):
+            await process.aclose()  # waits, and closes our ends of its pipes (a grandchild may still hold theirs)
 
 
 class _Lines:
@@ -171,7 +199,7 @@ class _Lines:
             into.append(line)
 
 
-async def _drain(stream: Any, into: list[str]) -> None:
+async def drain_lines(stream: Any, into: list[str]) -> None:
     lines = _Lines(stream)
     while (line := await lines.next_line()) is not None:
         into.append(line + "\n")
