@@ -27,15 +27,15 @@ observed for every frame written to an SSE stream: the frames of that stream alr
 Callers pass the negotiated protocol version (a member of the server's supported set) or ``"-"`` when there
 is none.
 
-Several processes (``datapulse serve --workers N``, or ``uvicorn --workers N`` with the variable set): prometheus-client's multiprocess mode
-(https://prometheus.github.io/client_python/multiprocess/). Each process writes its values to mmap'd files
-``<dir>/<type>_<pid>.db``; `Metrics.render` merges every file of the directory with `MultiProcessCollector`,
-so any worker answers ``/metrics`` for all of them. Counters and histograms are summed over every process
-that ever wrote (including dead ones, so they never go backwards); the open-session and open-stream gauges
-use ``livesum``: the sum over processes not yet marked dead with
+Several processes (``datapulse serve --workers N``, or ``uvicorn --workers N`` with the variable set):
+prometheus-client's multiprocess mode (https://prometheus.github.io/client_python/multiprocess/). Each process
+writes its values to mmap'd files ``<dir>/<type>_<pid>.db``; `Metrics.render` merges every file of the
+directory with `MultiProcessCollector`, so any worker answers ``/metrics`` for all of them. Counters and
+histograms are summed over every process that ever wrote (including dead ones, so they never go backwards);
+the open-session and open-stream gauges use ``livesum``: the sum over processes not yet marked dead with
 ``prometheus_client.multiprocess.mark_process_dead(pid, dir)``. The directory must be emptied before the
-workers start (never while they run). In a cluster each instance has its own registry (or directory) and
-is scraped on its own; Prometheus sums across instances.
+workers start (never while they run). In a cluster each instance has its own registry (or directory) and is
+scraped on its own; Prometheus sums across instances.
 
 Multiprocess mode is process-global in prometheus-client: the value class (in-memory or file-backed) is a
 module global chosen from ``PROMETHEUS_MULTIPROC_DIR`` when prometheus_client is imported, and files are
