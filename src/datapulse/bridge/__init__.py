@@ -1,0 +1,1 @@
+"""Bridging stdio MCP servers onto DataPulse's HTTP transports."""
