@@ -139,15 +139,16 @@ class ServerProcess:
 
 @asynccontextmanager
 async def spawn_datapulse(
-    args: Sequence[str] = (), env: Mapping[str, str] | None = None, *, module: bool = False
+    args: Sequence[str] = (), env: Mapping[str, str] | None = None, *, module: bool = False, command: str = "serve"
 ) -> AsyncIterator[ServerProcess]:
-    """Start ``datapulse serve --port 0 ARGS`` and wait for its banner; kill it on exit if still alive."""
-    command = [sys.executable, "-m", "datapulse"] if module else [str(Path(sys.executable).parent / "datapulse")]
+    """Start ``datapulse COMMAND --port 0 ARGS`` (``serve`` or ``bridge``) and wait for its banner; kill it on exit
+    if still alive."""
+    program = [sys.executable, "-m", "datapulse"] if module else [str(Path(sys.executable).parent / "datapulse")]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPULSE_") and k != "LOCAL_BEARER_TOKEN"}
     full_env.update({"PYTHONUNBUFFERED": "1"})
     full_env.update(env or {})
     process = await anyio.open_process(
-        [*command, "serve", "--port", "0", *args],
+        [*program, command, "--port", "0", *args],
         env=full_env,
         cwd=str(REPO_ROOT),
         stdout=subprocess.PIPE,

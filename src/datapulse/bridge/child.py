@@ -1,0 +1,273 @@
+"""One bridged stdio MCP server process and the SDK client session connected to it.
+
+`Child.start` spawns COMMAND with the SDK's ``stdio_client`` (its own process group; stdin closed, then
+SIGTERM, then SIGKILL at stop), performs the MCP ``initialize`` handshake within ``start_timeout_s`` and
+returns once the child serves. Between the child's stdout and the SDK ``ClientSession`` sits a pump that
+
+- logs and skips every stdout line that is not a JSON-RPC message (a child printing garbage keeps working);
+- notices end of output (the child exited or crashed): the child is marked dead, ``on_exit`` is called,
+  and the session's waiting requests fail at once with the SDK's ``CONNECTION_CLOSED`` error instead of
+  hanging.
+
+The child's stderr goes line by line to the ``datapulse.bridge.child`` logger. Requests the child sends to its
+client (sampling, elicitation, roots) are answered by ``client_requests`` (see `ClientRequests`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterable, Callable
+from contextlib import AsyncExitStack, suppress
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.session import ClientRequestContext
+from mcp.client.stdio import stdio_client
+from mcp.shared.message import SessionMessage
+
+from datapulse.bridge.config import BridgedServer
+from datapulse.bridge.environment import child_environment
+
+__all__ = ["Child", "ChildStartError", "ClientRequests"]
+
+log = logging.getLogger("datapulse.bridge.child")
+
+STDERR_LINE_MAX_CHARS = 2000
+
+
+class ChildStartError(RuntimeError):
+    """The child did not become ready: it could not be spawned, exited, or did not answer ``initialize`` in time."""
+
+
+class ClientRequests(Protocol):
+    """Answers the child's requests to its client by asking the real client behind the bridge."""
+
+    async def sampling(
+        self, child: Child, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData: ...
+
+    async def elicitation(
+        self, child: Child, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData: ...
+
+    async def list_roots(self, child: Child) -> types.ListRootsResult | types.ErrorData: ...
+
+
+class Child:
+    """One child process serving MCP on stdio.
+
+    Args:
+        spec: the bridged server (command, args, environment allowlist and extra variables, cwd, start timeout).
+        label: names the child in logs (the bridged server's name and the session or "shared").
+        client_requests: answers the child's sampling / elicitation / roots requests, or None (refused).
+        on_exit: called once when the child's output ends (exit or crash), not when `stop` stopped it.
+
+    Attributes:
+        session: the SDK client session (valid after `start`).
+        initialize_result: what the child answered to ``initialize``.
+        alive: True from a successful `start` until the child's output ends or `stop`.
+        in_flight: requests forwarded and not yet answered.
+        last_used: ``time.monotonic()`` of the last request's start or end.
+        context: per-child data for ``client_requests`` (the bridge keeps the in-flight request contexts here).
+    """
+
+    def __init__(
+        self,
+        spec: BridgedServer,
+        label: str,
+        *,
+        client_requests: ClientRequests | None = None,
+        on_exit: Callable[[Child], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.label = label
+        self._client_requests = client_requests
+        self.on_exit = on_exit
+        self._stop = anyio.Event()
+        self._stopped = anyio.Event()
+        self._stopping = False
+        self.session: ClientSession | None = None
+        self.initialize_result: types.InitializeResult | None = None
+        self.alive = False
+        self.in_flight = 0
+        self.last_used = time.monotonic()
+        self.started_at = 0.0
+        self.context: list[Any] = []
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    async def start(self, task_group: TaskGroup) -> types.InitializeResult:
+        """Spawn the child in ``task_group`` and complete the handshake within ``spec.start_timeout_s``.
+
+        Raises:
+            ChildStartError: spawn failure, early exit, or no ``initialize`` answer in time (the process is
+                stopped before this is raised).
+        """
+        try:
+            result: types.InitializeResult = await task_group.start(self._run)
+        except ChildStartError:
+            raise
+        except Exception as exc:  # the SDK's spawn errors (OSError, ValueError), protocol errors, or a group
+            cause = _leaf(exc)
+            if isinstance(cause, ChildStartError):
+                raise cause from None
+            raise ChildStartError(f"{self.label}: could not start {self.spec.command!r}: {cause}") from exc
+        return result
+
+    async def stop(self) -> None:
+        """Stop the child (stdin closed, SIGTERM, SIGKILL; each step bounded by the SDK) and wait for it."""
+        self._stopping = True
+        self._stop.set()
+        with anyio.CancelScope(shield=True):
+            await self._stopped.wait()
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[types.InitializeResult]) -> None:
+        try:
+            await self._serve(task_status)
+        finally:
+            self.alive = False
+            self._stopped.set()
+
+    async def _serve(self, task_status: anyio.abc.TaskStatus[types.InitializeResult]) -> None:
+        spec = self.spec
+        env = child_environment(spec.env_allow, spec.env, os.environ)
+        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd)
+        stderr_read, stderr_write = os.pipe()
+        async with AsyncExitStack() as stack:
+            errlog = os.fdopen(stderr_write, "w")
+            stack.callback(_close_quietly, errlog)
+            reader = os.fdopen(stderr_read, "rb", buffering=0)
+            stack.callback(_close_quietly, reader)
+            try:
+                read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+            except OSError as exc:
+                raise ChildStartError(f"{self.label}: cannot run {spec.command!r}: {exc}") from exc
+            errlog.close()  # the child holds its own copy of the write end
+            tasks = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tasks.cancel_scope.cancel)  # runs before the task group exits (LIFO)
+            tasks.start_soon(self._log_stderr, reader)
+            pumped_send, pumped_receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+            ended = anyio.Event()
+            tasks.start_soon(self._pump, read, pumped_send, ended)
+            session = await stack.enter_async_context(
+                ClientSession(
+                    pumped_receive,
+                    write,
+                    sampling_callback=self._sampling,
+                    elicitation_callback=self._elicitation,
+                    list_roots_callback=self._list_roots,
+                    logging_callback=self._logging,
+                    client_info=types.Implementation(name="datapulse-bridge", version="1"),
+                )
+            )
+            try:
+                with anyio.fail_after(spec.start_timeout_s):
+                    result = await session.initialize()
+            except TimeoutError:
+                raise ChildStartError(
+                    f"{self.label}: {spec.command!r} did not answer initialize within {spec.start_timeout_s:g} s"
+                ) from None
+            except Exception as exc:
+                reason = "exited before answering initialize" if ended.is_set() else f"initialize failed: {exc}"
+                raise ChildStartError(f"{self.label}: {spec.command!r} {reason}") from exc
+            self.session, self.initialize_result = session, result
+            self.alive = True
+            self.started_at = self.last_used = time.monotonic()
+            log.info("%s: started %s", self.label, spec.command, extra={"child": self.label})
+            task_status.started(result)
+            with anyio.CancelScope() as watch:
+                tasks.start_soon(_cancel_when, ended, watch)
+                await self._stop.wait()
+            self.alive = False
+            if not self._stopping and self.on_exit is not None:
+                self.on_exit(self)
+
+    async def _pump(
+        self,
+        read: AsyncIterable[SessionMessage | Exception],
+        out: MemoryObjectSendStream[SessionMessage | Exception],
+        ended: anyio.Event,
+    ) -> None:
+        """Forward the child's messages to the session, skipping unparseable lines; mark the end of output."""
+        async with out:
+            try:
+                async for item in read:
+                    if isinstance(item, Exception):
+                        log.warning("%s: skipped a stdout line that is not JSON-RPC", self.label)
+                        continue
+                    await out.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass
+        if not self._stopping:
+            log.warning("%s: the child's output ended (it exited or crashed)", self.label)
+        self.alive = False
+        ended.set()
+
+    async def _log_stderr(self, reader: Any) -> None:
+        loop = asyncio.get_running_loop()
+        stream = asyncio.StreamReader(limit=1 << 20)
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stream), reader)
+        try:
+            while True:
+                try:
+                    line = await stream.readline()
+                except ValueError:  # a line longer than the limit: read on
+                    continue
+                if not line:
+                    return
+                text = line.decode(errors="replace").rstrip()[:STDERR_LINE_MAX_CHARS]
+                if text:
+                    log.info("%s stderr: %s", self.label, text, extra={"child": self.label})
+        finally:
+            transport.close()
+
+    # --- requests from the child ------------------------------------------------------------------------------
+
+    async def _sampling(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        if self._client_requests is None:
+            return _refused("sampling/createMessage")
+        return await self._client_requests.sampling(self, params)
+
+    async def _elicitation(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        if self._client_requests is None:
+            return _refused("elicitation/create")
+        return await self._client_requests.elicitation(self, params)
+
+    async def _list_roots(self, context: ClientRequestContext) -> types.ListRootsResult | types.ErrorData:
+        if self._client_requests is None:
+            return _refused("roots/list")
+        return await self._client_requests.list_roots(self)
+
+    async def _logging(self, params: types.LoggingMessageNotificationParams) -> None:
+        log.info("%s log (%s): %s", self.label, params.level, params.data, extra={"child": self.label})
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups, or ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _refused(method: str) -> types.ErrorData:
+    return types.ErrorData(code=types.METHOD_NOT_FOUND, message=f"the bridge does not forward {method}")
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def _close_quietly(file: Any) -> None:
+    with suppress(OSError):
+        file.close()

@@ -1,0 +1,158 @@
+"""Which child process serves a request: one per client session (``per-session``) or one for all (``shared``).
+
+`ChildPool.child_for` returns the live child for a key (a session id, ``principal:<key>`` for a stateless
+2026-07-28 request, or ``shared``), starting it on first use. A child that exited is replaced on the key's
+next request, not before its restart backoff has passed: `BridgedServer.restart_backoff_s`, doubled for each
+further failure in a row up to ``max_restart_backoff_s`` (reset once a child has lived `STABLE_AFTER_S`).
+In per-session mode at most ``max_children`` children live at once: at the cap the least recently used idle
+child is stopped; when none is idle the request is refused (`BridgeBusy`). `ChildPool.sweep` stops children
+idle for ``idle_timeout_s`` and those whose session has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+
+from datapulse.bridge.child import Child, ChildStartError, ClientRequests
+from datapulse.bridge.config import BridgedServer
+
+__all__ = ["SHARED_KEY", "STABLE_AFTER_S", "BridgeBusy", "ChildPool"]
+
+log = logging.getLogger("datapulse.bridge.pool")
+
+SHARED_KEY = "shared"
+STABLE_AFTER_S = 60.0
+"""A child that lived this long before exiting resets its key's restart backoff."""
+
+
+class BridgeBusy(RuntimeError):
+    """Every child slot is taken by a child with a request in flight (per-session mode, ``max_children``)."""
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    not_before: float = 0.0
+
+
+class ChildPool:
+    """The live children of one bridged server.
+
+    Args:
+        spec: the bridged server.
+        task_group: where children run (lives as long as the pool).
+        client_requests: answers the children's sampling / elicitation / roots requests.
+    """
+
+    def __init__(self, spec: BridgedServer, task_group: TaskGroup, client_requests: ClientRequests | None) -> None:
+        self.spec = spec
+        self._tasks = task_group
+        self._client_requests = client_requests
+        self._children: dict[str, Child] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self._backoff: dict[str, _Backoff] = {}
+        self.started_total = 0
+
+    @property
+    def shared(self) -> bool:
+        return self.spec.isolation == "shared"
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    async def child_for(self, key: str) -> Child:
+        """The live child for ``key``, started (or restarted after its backoff) when needed.
+
+        Raises:
+            ChildStartError: the child could not start (the next call tries again after the backoff).
+            BridgeBusy: per-session mode at ``max_children`` with no idle child to stop.
+        """
+        key = SHARED_KEY if self.shared else key
+        child = self._children.get(key)
+        if child is not None and child.alive:
+            return child
+        lock = self._locks.setdefault(key, anyio.Lock())
+        async with lock:
+            child = self._children.get(key)
+            if child is not None and child.alive:
+                return child
+            if child is not None:
+                self._children.pop(key, None)
+            await self._make_room()
+            backoff = self._backoff.setdefault(key, _Backoff())
+            wait_s = backoff.not_before - time.monotonic()
+            if wait_s > 0:
+                await anyio.sleep(wait_s)
+            child = Child(self.spec, f"{self.spec.name}/{key[:12]}", client_requests=self._client_requests)
+            child.on_exit = lambda exited: self._exited(key, exited)
+            try:
+                await child.start(self._tasks)
+            except ChildStartError:
+                self._failed(key, lived_s=0.0)
+                raise
+            self.started_total += 1
+            self._children[key] = child
+            return child
+
+    def _exited(self, key: str, child: Child) -> None:
+        if self._children.get(key) is child:
+            del self._children[key]
+        self._failed(key, lived_s=time.monotonic() - child.started_at)
+
+    def _failed(self, key: str, *, lived_s: float) -> None:
+        backoff = self._backoff.setdefault(key, _Backoff())
+        if lived_s >= STABLE_AFTER_S:
+            backoff.failures = 0
+        delay_s = min(self.spec.max_restart_backoff_s, self.spec.restart_backoff_s * 2**backoff.failures)
+        backoff.failures += 1
+        backoff.not_before = time.monotonic() + delay_s
+        log.warning("%s: child for %s ended; the next request restarts it (after %.1f s)", self.spec.name, key, delay_s)
+
+    async def _make_room(self) -> None:
+        if self.shared or len(self._children) < self.spec.max_children:
+            return
+        idle = [(child.last_used, key) for key, child in self._children.items() if child.in_flight == 0]
+        if not idle:
+            raise BridgeBusy(
+                f"all {self.spec.max_children} child processes of {self.spec.name!r} are busy; retry shortly"
+            )
+        _, key = min(idle)
+        await self.close(key)
+
+    async def close(self, key: str) -> None:
+        """Stop ``key``'s child, if any (its session ended)."""
+        child = self._children.pop(key, None)
+        self._locks.pop(key, None)
+        self._backoff.pop(key, None)
+        if child is not None:
+            await child.stop()
+
+    async def sweep(self, session_alive: Callable[[str], bool]) -> int:
+        """Stop per-session children idle for ``idle_timeout_s`` or whose session ended; returns how many."""
+        if self.shared:
+            return 0
+        now = time.monotonic()
+        doomed = [
+            key
+            for key, child in self._children.items()
+            if child.in_flight == 0
+            and (now - child.last_used >= self.spec.idle_timeout_s or (_is_session(key) and not session_alive(key)))
+        ]
+        for key in doomed:
+            await self.close(key)
+        return len(doomed)
+
+    async def stop_all(self) -> None:
+        """Stop every child (shutdown)."""
+        for key in list(self._children):
+            await self.close(key)
+
+
+def _is_session(key: str) -> bool:
+    return not key.startswith("principal:") and key != SHARED_KEY

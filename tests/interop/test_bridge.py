@@ -1,0 +1,154 @@
+"""``datapulse bridge`` as a real process bridging a real stdio MCP server (tests/support/stdio_server.py),
+reached with the SDK's Python client over /mcp and /sse: isolation, crash recovery, garbage output, filters."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, TextContent
+
+from datapulse.bridge.proxy import CHILD_UNAVAILABLE
+from tests.support.processes import run_collecting
+from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, bearer, spawn_datapulse
+
+pytestmark = pytest.mark.anyio
+
+CHILD = [sys.executable, "-m", "tests.support.stdio_server"]
+CALL_TIMEOUT_S = 30.0  # a call that starts a child includes the child's start-up (a Python interpreter + the SDK)
+
+
+@asynccontextmanager
+async def bridge(*options: str, child_args: Sequence[str] = ()) -> AsyncIterator[ServerProcess]:
+    """``datapulse bridge --port 0 OPTIONS -- python -m tests.support.stdio_server CHILD_ARGS``."""
+    async with spawn_datapulse(
+        ["--env-allow", "PATH,HOME,PYTHONPATH", *options, "--", *CHILD, *child_args],
+        env={"DATAPULSE_TOKEN": TOKEN, "PYTHONPATH": str(REPO_ROOT)},
+        command="bridge",
+    ) as server:
+        yield server
+
+
+@asynccontextmanager
+async def client(server: ServerProcess, transport: str = "mcp") -> AsyncIterator[Client]:
+    """An SDK client on ``/mcp`` (2025-11-25 session) or ``/sse`` (2024-11-05)."""
+    if transport == "sse":
+        async with Client(sse_client(server.url + "/sse", headers=bearer(TOKEN)), mode="legacy") as connected:
+            yield connected
+        return
+    async with (
+        httpx2.AsyncClient(headers=bearer(TOKEN), timeout=CALL_TIMEOUT_S) as http,
+        Client(streamable_http_client(server.url + "/mcp", http_client=http), mode="legacy") as connected,
+    ):
+        yield connected
+
+
+def text(result: CallToolResult) -> str:
+    assert result.is_error is False, result
+    block = result.content[0]
+    assert isinstance(block, TextContent), block
+    return block.text
+
+
+async def call(connected: Client, name: str, arguments: dict[str, object] | None = None) -> str:
+    with anyio.fail_after(CALL_TIMEOUT_S):
+        return text(await connected.call_tool(name, arguments or {}))
+
+
+@pytest.mark.parametrize("transport", ["mcp", "sse"])
+async def test_the_bridged_servers_tools_resources_and_prompts_are_served(transport: str) -> None:
+    async with bridge() as server, client(server, transport) as connected:
+        names = {tool.name for tool in (await connected.list_tools()).tools}
+        assert {"increment", "echo", "crash", "slow"} <= names
+        assert await call(connected, "echo", {"message": "through the bridge"}) == "through the bridge"
+        resources = await connected.list_resources()
+        assert [str(resource.uri) for resource in resources.resources] == ["stdio://info"]
+        prompt = await connected.get_prompt("greet", {"name": "Ada"})
+        assert "Ada" in str(prompt.messages[0].content)
+
+
+async def test_per_session_isolation_gives_each_client_session_its_own_child() -> None:
+    async with bridge() as server, client(server) as first, client(server, "sse") as second:
+        assert [await call(first, "increment") for _ in range(3)] == ["1", "2", "3"]
+        assert await call(second, "increment") == "1"  # another session: another process, its own counter
+        assert await call(first, "pid") != await call(second, "pid")
+
+
+async def test_shared_isolation_answers_concurrent_calls_of_two_clients_each_with_its_own_result() -> None:
+    async with bridge("--isolation", "shared") as server, client(server) as first, client(server, "sse") as second:
+        answers: dict[str, list[str]] = {"first": [], "second": []}
+
+        async def calls(who: str, connected: Client) -> None:
+            for index in range(10):
+                answers[who].append(await call(connected, "echo", {"message": f"{who} {index}"}))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(calls, "first", first)
+            tasks.start_soon(calls, "second", second)
+        assert answers == {who: [f"{who} {index}" for index in range(10)] for who in answers}
+        assert await call(first, "pid") == await call(second, "pid")  # one child for all
+
+
+async def test_a_child_that_crashes_mid_call_gives_an_error_at_once_and_the_next_call_works() -> None:
+    async with bridge() as server, client(server) as connected:
+        assert await call(connected, "increment") == "1"
+        with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as raised:
+            await connected.call_tool("crash", {})
+        assert raised.value.error.code == CHILD_UNAVAILABLE
+        assert "exited during the request" in raised.value.error.message
+        assert await call(connected, "increment") == "1"  # a fresh child after the restart
+        assert any("the child's output ended" in line for line in server.stderr_lines)
+
+
+async def test_garbage_on_the_childs_stdout_is_logged_and_skipped() -> None:
+    async with bridge(child_args=["--garbage"]) as server, client(server) as connected:
+        assert await call(connected, "echo", {"message": "still fine"}) == "still fine"
+        assert await call(connected, "increment") == "1"
+    assert any("not JSON-RPC" in line for line in server.stderr_lines)
+
+
+async def test_the_childs_stderr_goes_to_the_logs() -> None:
+    async with bridge(child_args=["--stderr-chatter"]) as server, client(server) as connected:
+        await call(connected, "echo", {"message": "x"})
+        await server.stderr_lines.wait_for(lambda line: "stderr:" in line)
+
+
+async def test_a_command_that_exits_at_start_is_refused_when_the_bridge_starts() -> None:
+    datapulse = str(Path(sys.executable).parent / "datapulse")
+    argv = [datapulse, "bridge", "--port", "0", "--token", TOKEN, "--", *CHILD, "--exit-at-start"]
+    result = await run_collecting(argv, cwd=REPO_ROOT, timeout_s=60)
+    assert result.returncode == 1, result
+    assert "the bridged command does not work" in result.stderr
+    assert "exited before answering initialize" in result.stderr
+
+
+async def test_filtered_tools_are_invisible_in_lists_and_refused_on_call() -> None:
+    options = ("--deny-tools", "admin_*,delete_*", "--deny-prompts", "greet")
+    async with bridge(*options) as server, client(server) as connected:
+        names = {tool.name for tool in (await connected.list_tools()).tools}
+        assert "echo" in names
+        assert not {"admin_reset", "delete_everything"} & names
+        for hidden in ("admin_reset", "delete_everything"):
+            with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as raised:
+                await connected.call_tool(hidden, {})
+            assert raised.value.error.code == -32602
+            assert f"Unknown tool: {hidden}" in raised.value.error.message
+        assert (await connected.list_prompts()).prompts == []
+        with pytest.raises(MCPError):
+            await connected.get_prompt("greet", {"name": "x"})
+
+
+async def test_an_allow_list_exposes_only_the_named_tools() -> None:
+    async with bridge("--allow-tools", "echo,incr*") as server, client(server) as connected:
+        assert {tool.name for tool in (await connected.list_tools()).tools} == {"echo", "increment"}
+        with pytest.raises(MCPError):
+            await connected.call_tool("pid", {})
