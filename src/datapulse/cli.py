@@ -6,10 +6,12 @@ falls back to its environment variable (``DATAPULSE_MAX_BODY_BYTES``), then the 
 
 from __future__ import annotations
 
+import re
 import secrets
 import sys
 from typing import Any
 
+import anyio
 import click
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
@@ -205,8 +207,6 @@ def bridge(command: tuple[str, ...], **options: Any) -> None:
     except ValidationError as exc:
         raise click.UsageError(_validation_message(exc)) from None
     settings, generated, json_logs = _prepare(options, None)
-    import anyio
-
     from datapulse.bridge.child import ChildStartError
     from datapulse.bridge.proxy import Bridge, probe
 
@@ -227,8 +227,6 @@ def bridge(command: tuple[str, ...], **options: Any) -> None:
 
 def _server_name(command: str) -> str:
     """A bridged server's name from its command (``npx`` -> ``npx``; for logs and metrics)."""
-    import re
-
     base = command.rstrip("/").rsplit("/", 1)[-1]
     return re.sub(r"[^A-Za-z0-9_.-]", "_", base)[:64] or "bridged"
 

@@ -39,6 +39,7 @@ __all__ = [
     "SECRET_KEY_PATTERN",
     "bind_log_context",
     "configure_logging",
+    "detach_log_context",
     "is_secret_key",
     "redact",
     "redact_data",
@@ -230,3 +231,10 @@ def bind_log_context(**values: str | None) -> Iterator[None]:
     bound: MutableMapping[str, str] = {key: value for key, value in values.items() if value is not None}
     with structlog.contextvars.bound_contextvars(**bound):
         yield
+
+
+def detach_log_context() -> None:
+    """Drop every `bind_log_context` binding in the current context: for a long-lived task started from inside a
+    request (a bridged child process), whose later lines must not carry that request's id, session or principal.
+    The task runs in a copy of its starter's context, so the request itself keeps its bindings."""
+    structlog.contextvars.clear_contextvars()

@@ -33,6 +33,7 @@ from mcp.shared.message import SessionMessage
 
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.environment import child_environment
+from datapulse.logs import detach_log_context
 
 __all__ = ["Child", "ChildStartError", "ClientRequests"]
 
@@ -128,6 +129,7 @@ class Child:
             await self._stopped.wait()
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[types.InitializeResult]) -> None:
+        detach_log_context()  # started by some request; the child outlives it
         try:
             await self._serve(task_status)
         finally:
