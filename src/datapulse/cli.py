@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -115,21 +116,23 @@ def _prepare(options: dict[str, Any], app: str | None) -> tuple[Settings, str | 
     return settings, generated, json_logs
 
 
-def _build(settings: Settings, json_logs: bool | None, *, server: object | None = None) -> Any:
-    """`create_app`, then logging with the node id and tracing configured.
+def _build(settings: Settings, json_logs: bool | None, *, make: Callable[[], Any] | None = None) -> Any:
+    """The app (``make()``, default `create_app` of ``settings``), then logging with the node id and tracing
+    configured.
 
     Raises:
         click.UsageError: the settings cannot make a working server, or OTLP export lacks its packages.
     """
-    from datapulse.app import ConfigurationError, create_app, runtime_of
+    from datapulse.app import ConfigurationError, create_app
     from datapulse.logs import configure_logging
+    from datapulse.mounts import runtimes_of
     from datapulse.tracing import configure_tracing
 
     try:
-        application = create_app(settings, server=server)
+        application = make() if make is not None else create_app(settings)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
-    runtime = runtime_of(application)
+    runtime = runtimes_of(application)[0]
     configure_logging(settings.log_level, json=json_logs, node_id=runtime.node_id)
     try:
         configure_tracing(settings.otlp_endpoint, runtime.server.name)
@@ -138,13 +141,34 @@ def _build(settings: Settings, json_logs: bool | None, *, server: object | None 
     return application
 
 
+_BRIDGE_OPTIONS: dict[str, str] = {
+    "isolation": "isolation",
+    "env_items": "env",
+    "env_allow": "env_allow",
+    "cwd": "cwd",
+    "start_timeout_s": "start_timeout_s",
+    "max_children": "max_children",
+    "idle_timeout_s": "idle_timeout_s",
+}
+"""Bridge options of one COMMAND → `BridgedServer` field (in a config file these are keys of each server)."""
+_FILTER_OPTIONS = ("allow_tools", "deny_tools", "allow_resources", "deny_resources", "allow_prompts", "deny_prompts")
+
+
 @main.command(context_settings={"ignore_unknown_options": False})
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="A TOML file declaring several bridged servers, each under its own path prefix (instead of a COMMAND).",
+)
 @click.option(
     "--isolation",
     type=click.Choice(["per-session", "shared"]),
-    default="per-session",
-    show_default=True,
-    help="per-session: a child process per MCP session (started lazily); shared: one child for every client.",
+    default=None,
+    help="per-session: a child process per MCP session (started lazily); shared: one child for every client "
+    "[default: per-session].",
 )
 @click.option("--env", "env_items", multiple=True, metavar="NAME=VALUE", help="Set a variable in the child.")
 @click.option(
@@ -155,74 +179,83 @@ def _build(settings: Settings, json_logs: bool | None, *, server: object | None 
     "[default: HOME,LANG,LC_ALL,LOGNAME,PATH,SHELL,TERM,TMPDIR,USER].",
 )
 @click.option("--cwd", default=None, help="The child's working directory.")
-@click.option(
-    "--start-timeout-s", type=float, default=30.0, show_default=True, help="Time allowed for a child's start."
-)
-@click.option("--max-children", type=int, default=100, show_default=True, help="per-session: cap on live children.")
-@click.option("--idle-timeout-s", type=float, default=600.0, show_default=True, help="Stop a child idle this long.")
+@click.option("--start-timeout-s", type=float, default=None, help="Time allowed for a child's start [default: 30].")
+@click.option("--max-children", type=int, default=None, help="per-session: cap on live children [default: 100].")
+@click.option("--idle-timeout-s", type=float, default=None, help="Stop a child idle this long [default: 600].")
 @click.option("--allow-tools", default=None, metavar="GLOBS", help="Only these tools are exposed (comma-separated).")
 @click.option("--deny-tools", default=None, metavar="GLOBS", help="These tools are hidden and refused.")
 @click.option("--allow-resources", default=None, metavar="GLOBS", help="Only these resource URIs are exposed.")
 @click.option("--deny-resources", default=None, metavar="GLOBS", help="These resource URIs are hidden and refused.")
 @click.option("--allow-prompts", default=None, metavar="GLOBS", help="Only these prompts are exposed.")
 @click.option("--deny-prompts", default=None, metavar="GLOBS", help="These prompts are hidden and refused.")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.argument("command", nargs=-1, required=False, type=click.UNPROCESSED)
 @_settings_options
-def bridge(command: tuple[str, ...], **options: Any) -> None:
+def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) -> None:
     """Serve the stdio MCP server started by COMMAND on every DataPulse transport:
 
         datapulse bridge [options] -- COMMAND [ARGS...]
 
+        datapulse bridge --config bridges.toml [options]
+
     Its tools, resources and prompts are served at /mcp, /sse, /events + /message with DataPulse's auth,
-    limits, metrics and audit. The command is started once at start-up to check it works.
+    limits, metrics and audit. With --config, each server of the file is served under its own path
+    (/github/mcp, /github/sse, ...). Every command is started once at start-up to check it works.
     """
-    from datapulse.bridge.config import BridgedServer
-    from datapulse.bridge.environment import DEFAULT_ENV_ALLOW, parse_env_assignments
-    from datapulse.bridge.filters import NameFilter, parse_patterns
+    from datapulse.bridge.config import load_bridge_config
+    from datapulse.bridge.host import BridgeStartError, bridge_app, mounted_bridges, probe_all
+    from datapulse.bridge.proxy import Bridge
     from datapulse.config import ConfigurationError
 
-    bridge_keys = {
-        "isolation", "env_items", "env_allow", "cwd", "start_timeout_s", "max_children", "idle_timeout_s",
-        "allow_tools", "deny_tools", "allow_resources", "deny_resources", "allow_prompts", "deny_prompts",
-    }  # fmt: skip
-    ours = {key: options.pop(key) for key in bridge_keys}
-    try:
-        spec = BridgedServer(
-            name=_server_name(command[0]),
-            command=command[0],
-            args=tuple(command[1:]),
-            isolation=ours["isolation"],
-            env=parse_env_assignments(ours["env_items"]),
-            env_allow=parse_patterns(ours["env_allow"]) if ours["env_allow"] is not None else DEFAULT_ENV_ALLOW,
-            cwd=ours["cwd"],
-            start_timeout_s=ours["start_timeout_s"],
-            max_children=ours["max_children"],
-            idle_timeout_s=ours["idle_timeout_s"],
-            tools=NameFilter(parse_patterns(ours["allow_tools"]), parse_patterns(ours["deny_tools"])),
-            resources=NameFilter(parse_patterns(ours["allow_resources"]), parse_patterns(ours["deny_resources"])),
-            prompts=NameFilter(parse_patterns(ours["allow_prompts"]), parse_patterns(ours["deny_prompts"])),
+    ours = {key: options.pop(key) for key in [*_BRIDGE_OPTIONS, *_FILTER_OPTIONS]}
+    given = [key for key, value in ours.items() if value not in (None, ())]
+    if config_file is not None and command:
+        raise click.UsageError("give either --config FILE or a COMMAND to bridge, not both")
+    if config_file is not None and given:
+        flags = ", ".join("--" + _BRIDGE_OPTIONS.get(key, key).replace("_", "-") for key in given)
+        raise click.UsageError(
+            f"{flags}: with --config, set this per server in the file (or under [defaults]), not on the command line"
         )
+    if config_file is None and not command:
+        raise click.UsageError("nothing to bridge: give a COMMAND after '--', or --config FILE")
+    if options.get("workers") not in (None, 1):
+        raise click.UsageError("--workers: datapulse bridge serves from one process; it applies to datapulse serve")
+    try:
+        specs = load_bridge_config(config_file) if config_file is not None else [_command_server(command, ours)]
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
     except ValidationError as exc:
         raise click.UsageError(_validation_message(exc)) from None
     settings, generated, json_logs = _prepare(options, None)
-    from datapulse.bridge.child import ChildStartError
-    from datapulse.bridge.proxy import Bridge, probe
-
     try:
-        info = anyio.run(probe, spec)
-    except ChildStartError as exc:
-        raise click.ClickException(f"the bridged command does not work: {exc}") from None
-    bridged = Bridge(spec, info)
-    application = _build(settings, json_logs, server=bridged.server)
-    from datapulse.app import runtime_of
-
-    runtime = runtime_of(application)
-    bridged.session_alive = lambda session_id: runtime.sessions.peek(session_id) is not None
+        infos = anyio.run(probe_all, specs)
+    except BridgeStartError as exc:
+        what = f"the bridged server {exc.server!r}" if config_file is not None else "the bridged command"
+        raise click.ClickException(f"{what} does not work: {exc.__cause__ or exc}") from None
+    if config_file is None:
+        application = _build(settings, json_logs, make=lambda: bridge_app(Bridge(specs[0], infos[0]), settings))
+    else:
+        application = _build(settings, json_logs, make=lambda: mounted_bridges(specs, infos, settings))
     from datapulse.server import run
 
     run(application, settings, generated_token=generated)
+
+
+def _command_server(command: tuple[str, ...], options: dict[str, Any]) -> Any:
+    """The `BridgedServer` of ``datapulse bridge [options] -- COMMAND``; options left None take the defaults.
+
+    Raises:
+        ConfigurationError, ValidationError: an option's value is invalid.
+    """
+    from datapulse.bridge.config import BridgedServer
+    from datapulse.bridge.environment import parse_env_assignments
+    from datapulse.bridge.filters import NameFilter, parse_patterns
+
+    fields: dict[str, Any] = {field: options[key] for key, field in _BRIDGE_OPTIONS.items() if options[key] is not None}
+    fields["env"] = parse_env_assignments(options["env_items"])
+    for kind in ("tools", "resources", "prompts"):
+        allow, deny = parse_patterns(options[f"allow_{kind}"]), parse_patterns(options[f"deny_{kind}"])
+        fields[kind] = NameFilter(allow, deny)
+    return BridgedServer(name=_server_name(command[0]), command=command[0], args=tuple(command[1:]), **fields)
 
 
 def _server_name(command: str) -> str:

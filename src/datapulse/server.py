@@ -14,15 +14,17 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
+import anyio
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from datapulse import __version__
-from datapulse.app import runtime_of, shutdown
+from datapulse.app import shutdown
 from datapulse.config import Settings
+from datapulse.mounts import PrefixRouter, runtimes_of
 
 log = logging.getLogger("datapulse")
 
@@ -31,8 +33,8 @@ class DataPulseServer(uvicorn.Server):
     """A uvicorn server that ends DataPulse streams at the start of shutdown and reports readiness.
 
     Args:
-        config: the uvicorn config (its ``app`` must be built by `create_app`).
-        app: the same app, to reach its runtime.
+        config: the uvicorn config (its ``app`` must be built by `create_app`, or be a `PrefixRouter` of such apps).
+        app: the same app, to reach its runtime(s).
         on_started: called once with the bound base URL after the listening sockets are open.
         freeze_gc: freeze the objects alive after start-up (`freeze_startup_objects`); for a process that
             serves only this app (``datapulse serve``), not for one embedding it.
@@ -41,7 +43,7 @@ class DataPulseServer(uvicorn.Server):
     def __init__(
         self,
         config: uvicorn.Config,
-        app: FastAPI,
+        app: ASGIApp,
         on_started: Callable[[str], None] | None = None,
         *,
         freeze_gc: bool = False,
@@ -72,7 +74,9 @@ class DataPulseServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()
-        await shutdown(runtime_of(self._app))
+        async with anyio.create_task_group() as drains:  # every mounted app drains at once, each within its bound
+            for runtime in runtimes_of(self._app):
+                drains.start_soon(shutdown, runtime)
         await super().shutdown(sockets)
         # uvicorn re-raises the signal that stopped it once serve() returns, which would turn a clean,
         # complete shutdown into a KeyboardInterrupt / SIGTERM death; the shutdown is already done.
@@ -96,8 +100,9 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
-    """The uvicorn settings DataPulse runs with (uvloop and httptools when installed)."""
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """The uvicorn settings DataPulse runs with (uvloop and httptools when installed); ``app`` is the ASGI app,
+    or None for a config that only binds the socket (`uvicorn.Config.bind_socket`)."""
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -115,8 +120,24 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     )
 
 
-def banner(url: str, settings: Settings, server_name: str, generated_token: str | None, *, workers: int = 1) -> str:
-    """The startup text: endpoints, how to authenticate, and a client configuration snippet."""
+def banner(
+    url: str,
+    settings: Settings,
+    server_name: str,
+    generated_token: str | None,
+    *,
+    workers: int = 1,
+    mounts: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The startup text: endpoints, how to authenticate, and a client configuration snippet.
+
+    Args:
+        url: the bound ``http://host:port``.
+        server_name: what is served (the MCP server's name, or a summary for several mounts).
+        generated_token: the bearer token generated for this run, shown once; None when configured.
+        workers: worker processes (``datapulse serve --workers``).
+        mounts: ``(name, prefix)`` of each app a `PrefixRouter` serves; empty for one app at the root path.
+    """
     base = url + settings.root_path
     if settings.public_url:
         base = settings.base_url
@@ -129,28 +150,44 @@ def banner(url: str, settings: Settings, server_name: str, generated_token: str 
     else:
         auth_line = "Auth:      Authorization: Bearer <your DATAPULSE_TOKEN / DATAPULSE_TOKENS token>"
         headers = {"Authorization": "Bearer ${DATAPULSE_TOKEN}"}
-    client_config: dict[str, Any] = {"mcpServers": {"datapulse": {"type": "http", "url": f"{base}/mcp"}}}
-    if headers:
-        client_config["mcpServers"]["datapulse"]["headers"] = headers
+    entries = {name: base + prefix for name, prefix in mounts} if mounts else {"datapulse": base}
+    servers: dict[str, Any] = {}
+    for name, at in entries.items():
+        servers[name] = {"type": "http", "url": f"{at}/mcp"} | ({"headers": headers} if headers else {})
     lines = [
         f"DataPulse {__version__} listening on {url}  (serving {server_name}"
         + (f", {workers} worker processes)" if workers > 1 else ")"),
-        f"  Streamable HTTP (2025-03-26 ... 2026-07-28): {base}/mcp",
-        f"  HTTP+SSE (2024-11-05):                       {base}/sse",
-        f"  DataPulse API:  GET {base}/events?session_id=ID   POST {base}/message?session_id=ID",
+    ]
+    if mounts:
+        for name, prefix in mounts:
+            at = base + prefix
+            lines.append(f"  {name}: {at}/mcp   {at}/sse   {at}/events + {at}/message")
+    else:
+        lines += [
+            f"  Streamable HTTP (2025-03-26 ... 2026-07-28): {base}/mcp",
+            f"  HTTP+SSE (2024-11-05):                       {base}/sse",
+            f"  DataPulse API:  GET {base}/events?session_id=ID   POST {base}/message?session_id=ID",
+        ]
+    lines += [
         f"  Health:                                      {base}/health",
         auth_line,
         "Client configuration (Claude Code, Cursor, VS Code and other MCP clients):",
-        json.dumps(client_config, indent=2),
+        json.dumps({"mcpServers": servers}, indent=2),
     ]
     return "\n".join(lines)
 
 
-def run(app: FastAPI, settings: Settings, *, generated_token: str | None = None, out: TextIO = sys.stdout) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, printing the banner once listening."""
-    server_name = runtime_of(app).server.name
+def run(app: ASGIApp, settings: Settings, *, generated_token: str | None = None, out: TextIO = sys.stdout) -> None:
+    """Serve ``app`` (built by `create_app`, or a `PrefixRouter` of such apps) until SIGINT/SIGTERM, printing the
+    banner once listening."""
+    mounts: list[tuple[str, str]] = []
+    if isinstance(app, PrefixRouter):
+        mounts = [(mount.name, mount.prefix) for mount in sorted(app.mounts, key=lambda mount: mount.prefix)]
+        server_name = f"{len(mounts)} servers: " + ", ".join(name for name, _prefix in mounts)
+    else:
+        server_name = runtimes_of(app)[0].server.name
 
     def announce(url: str) -> None:
-        print(banner(url, settings, server_name, generated_token), file=out, flush=True)
+        print(banner(url, settings, server_name, generated_token, mounts=mounts), file=out, flush=True)
 
     DataPulseServer(uvicorn_config(app, settings), app, on_started=announce, freeze_gc=True).run()

@@ -196,7 +196,7 @@ class Supervisor:
         """Serve until a stop signal; returns the exit status (0, or `STARTUP_FAILURE`)."""
         from datapulse.server import uvicorn_config
 
-        sock = uvicorn_config(None, self.settings).bind_socket()  # type: ignore[arg-type]
+        sock = uvicorn_config(None, self.settings).bind_socket()
         metrics_dir = _MetricsDirectory.prepare()
         self._wake_read, self._wake_write = os.pipe()
         os.set_blocking(self._wake_read, False)

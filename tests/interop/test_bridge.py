@@ -5,26 +5,23 @@ from __future__ import annotations
 
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 import anyio
-import httpx2
 import pytest
 from mcp import Client
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, TextContent
 
 from datapulse.bridge.proxy import CHILD_UNAVAILABLE
+from tests.support.bridging import CALL_TIMEOUT_S, STDIO_SERVER, call, sdk_client
 from tests.support.processes import run_collecting
-from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, bearer, spawn_datapulse
+from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, spawn_datapulse
 
 pytestmark = pytest.mark.anyio
 
-CHILD = [sys.executable, "-m", "tests.support.stdio_server"]
-CALL_TIMEOUT_S = 30.0  # a call that starts a child includes the child's start-up (a Python interpreter + the SDK)
+CHILD = STDIO_SERVER
 
 
 @asynccontextmanager
@@ -38,34 +35,13 @@ async def bridge(*options: str, child_args: Sequence[str] = ()) -> AsyncIterator
         yield server
 
 
-@asynccontextmanager
-async def client(server: ServerProcess, transport: str = "mcp") -> AsyncIterator[Client]:
+def client(server: ServerProcess, transport: Literal["mcp", "sse"] = "mcp") -> AbstractAsyncContextManager[Client]:
     """An SDK client on ``/mcp`` (2025-11-25 session) or ``/sse`` (2024-11-05)."""
-    if transport == "sse":
-        async with Client(sse_client(server.url + "/sse", headers=bearer(TOKEN)), mode="legacy") as connected:
-            yield connected
-        return
-    async with (
-        httpx2.AsyncClient(headers=bearer(TOKEN), timeout=CALL_TIMEOUT_S) as http,
-        Client(streamable_http_client(server.url + "/mcp", http_client=http), mode="legacy") as connected,
-    ):
-        yield connected
-
-
-def text(result: CallToolResult) -> str:
-    assert result.is_error is False, result
-    block = result.content[0]
-    assert isinstance(block, TextContent), block
-    return block.text
-
-
-async def call(connected: Client, name: str, arguments: dict[str, object] | None = None) -> str:
-    with anyio.fail_after(CALL_TIMEOUT_S):
-        return text(await connected.call_tool(name, arguments or {}))
+    return sdk_client(server.url, transport)
 
 
 @pytest.mark.parametrize("transport", ["mcp", "sse"])
-async def test_the_bridged_servers_tools_resources_and_prompts_are_served(transport: str) -> None:
+async def test_the_bridged_servers_tools_resources_and_prompts_are_served(transport: Literal["mcp", "sse"]) -> None:
     async with bridge() as server, client(server, transport) as connected:
         names = {tool.name for tool in (await connected.list_tools()).tools}
         assert {"increment", "echo", "crash", "slow"} <= names

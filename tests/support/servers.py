@@ -130,7 +130,7 @@ class ServerProcess:
 
     process: Process
     url: str
-    banner: list[str]
+    banner: LineLog
     stderr_lines: LineLog = field(default_factory=LineLog)
 
     def signal(self, sig: signal.Signals = signal.SIGINT) -> None:
@@ -155,7 +155,7 @@ async def spawn_datapulse(
         stderr=subprocess.PIPE,
     )
     stderr_lines = LineLog()
-    banner: list[str] = []
+    banner = LineLog()
     try:
         assert process.stdout is not None
         assert process.stderr is not None

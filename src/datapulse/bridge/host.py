@@ -1,0 +1,113 @@
+"""Building the DataPulse app(s) that serve bridged stdio servers: one server at the root, or several under
+their path prefixes behind a `PrefixRouter` (``datapulse bridge --config FILE``).
+
+Each bridged server is a full DataPulse app (`create_app`) whose MCP server is a `Bridge`. Its settings are
+the command's settings with, per server: ``root_path`` extended by the server's path, ``public_url`` likewise,
+``scopes`` replaced by the server's own when it sets them, and its own Redis key prefix, so that in cluster
+mode two bridged servers never share session keys or channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Final
+
+import anyio
+from fastapi import FastAPI
+from mcp import types
+
+from datapulse.app import create_app, runtime_of
+from datapulse.bridge.child import ChildStartError
+from datapulse.bridge.config import BridgedServer
+from datapulse.bridge.proxy import Bridge, probe
+from datapulse.config import ConfigurationError, Settings
+from datapulse.mounts import Mount, PrefixRouter
+
+__all__ = ["BridgeStartError", "bridge_app", "mount_settings", "mounted_bridges", "probe_all"]
+
+_MAX_KEY_PREFIX_CHARS: Final = 32
+
+
+class BridgeStartError(RuntimeError):
+    """A bridged server's command does not work at start-up.
+
+    Attributes:
+        server: the bridged server's name.
+    """
+
+    def __init__(self, server: str, cause: ChildStartError) -> None:
+        super().__init__(f"{server}: {cause}")
+        self.server = server
+
+
+async def probe_all(specs: Sequence[BridgedServer]) -> list[types.InitializeResult]:
+    """`probe` every server at once; their ``initialize`` answers in the order of ``specs``.
+
+    Raises:
+        BridgeStartError: the first server (in ``specs`` order) whose command does not work.
+    """
+    answers: dict[int, types.InitializeResult | ChildStartError] = {}
+
+    async def one(index: int, spec: BridgedServer) -> None:
+        try:
+            answers[index] = await probe(spec)
+        except ChildStartError as exc:
+            answers[index] = exc
+
+    async with anyio.create_task_group() as probes:
+        for index, spec in enumerate(specs):
+            probes.start_soon(one, index, spec)
+    results: list[types.InitializeResult] = []
+    for index, spec in enumerate(specs):
+        answer = answers[index]
+        if isinstance(answer, ChildStartError):
+            raise BridgeStartError(spec.name, answer)
+        results.append(answer)
+    return results
+
+
+def mount_settings(settings: Settings, spec: BridgedServer) -> Settings:
+    """The settings of the app serving ``spec`` under its path (see the module docstring)."""
+    key_prefix = f"{settings.redis_key_prefix}.{spec.name}"
+    if len(key_prefix) > _MAX_KEY_PREFIX_CHARS:
+        key_prefix = f"{settings.redis_key_prefix}.{hashlib.sha256(spec.name.encode()).hexdigest()[:12]}"
+        key_prefix = key_prefix[-_MAX_KEY_PREFIX_CHARS:]
+    update: dict[str, object] = {
+        "root_path": settings.root_path + spec.path,
+        "redis_key_prefix": key_prefix,
+        "scopes": spec.scopes if spec.scopes is not None else settings.scopes,
+    }
+    if settings.public_url:
+        update["public_url"] = settings.public_url.rstrip("/") + spec.path
+    return settings.model_copy(update=update)
+
+
+def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
+    """The DataPulse app serving ``bridge``; the bridge learns which sessions are alive from it.
+
+    Raises:
+        ConfigurationError: see `create_app`.
+    """
+    app = create_app(settings, server=bridge.server)
+    runtime = runtime_of(app)
+    bridge.session_alive = lambda session_id: runtime.sessions.peek(session_id) is not None
+    return app
+
+
+def mounted_bridges(
+    specs: Sequence[BridgedServer], infos: Sequence[types.InitializeResult], settings: Settings
+) -> PrefixRouter:
+    """One app per bridged server, each under its path (``infos``: from `probe_all`, in the same order).
+
+    Raises:
+        ConfigurationError: see `create_app` (e.g. a server's ``scopes`` do not parse).
+    """
+    mounts = []
+    for spec, info in zip(specs, infos, strict=True):
+        try:
+            app = bridge_app(Bridge(spec, info), mount_settings(settings, spec))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"servers.{spec.name}: {exc}") from None
+        mounts.append(Mount(spec.name, spec.path, app))
+    return PrefixRouter(mounts)
