@@ -149,6 +149,8 @@ _BRIDGE_OPTIONS: dict[str, str] = {
     "start_timeout_s": "start_timeout_s",
     "max_children": "max_children",
     "idle_timeout_s": "idle_timeout_s",
+    "restart_backoff_s": "restart_backoff_s",
+    "max_restart_backoff_s": "max_restart_backoff_s",
 }
 """Bridge options of one COMMAND → `BridgedServer` field (in a config file these are keys of each server)."""
 _FILTER_OPTIONS = ("allow_tools", "deny_tools", "allow_resources", "deny_resources", "allow_prompts", "deny_prompts")
@@ -182,6 +184,13 @@ _FILTER_OPTIONS = ("allow_tools", "deny_tools", "allow_resources", "deny_resourc
 @click.option("--start-timeout-s", type=float, default=None, help="Time allowed for a child's start [default: 30].")
 @click.option("--max-children", type=int, default=None, help="per-session: cap on live children [default: 100].")
 @click.option("--idle-timeout-s", type=float, default=None, help="Stop a child idle this long [default: 600].")
+@click.option(
+    "--restart-backoff-s",
+    type=float,
+    default=None,
+    help="Delay before restarting a failed child, doubled per failure in a row [default: 0.5].",
+)
+@click.option("--max-restart-backoff-s", type=float, default=None, help="Cap on the restart delay [default: 30].")
 @click.option("--allow-tools", default=None, metavar="GLOBS", help="Only these tools are exposed (comma-separated).")
 @click.option("--deny-tools", default=None, metavar="GLOBS", help="These tools are hidden and refused.")
 @click.option("--allow-resources", default=None, metavar="GLOBS", help="Only these resource URIs are exposed.")

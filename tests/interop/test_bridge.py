@@ -13,9 +13,10 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
+from mcp.types import LoggingMessageNotification, ToolListChangedNotification
 
 from datapulse.bridge.proxy import CHILD_UNAVAILABLE
-from tests.support.bridging import CALL_TIMEOUT_S, STDIO_SERVER, call, sdk_client
+from tests.support.bridging import CALL_TIMEOUT_S, STDIO_SERVER, Notifications, call, sdk_client
 from tests.support.processes import run_collecting
 from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, spawn_datapulse
 
@@ -128,3 +129,84 @@ async def test_an_allow_list_exposes_only_the_named_tools() -> None:
         assert {tool.name for tool in (await connected.list_tools()).tools} == {"echo", "increment"}
         with pytest.raises(MCPError):
             await connected.call_tool("pid", {})
+
+
+async def test_a_restart_that_fails_gives_an_error_at_once_and_the_call_after_the_fix_works(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"  # while this file exists, the child exits at start
+    options = ["--isolation", "shared", "--restart-backoff-s", "0.05", "--max-restart-backoff-s", "0.05"]
+    async with (
+        bridge(*options, child_args=["--exit-at-start-if-exists", str(broken)]) as server,
+        client(server) as connected,
+    ):
+        assert await call(connected, "echo", {"message": "before"}) == "before"
+        broken.touch()
+        with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as crashed:
+            await connected.call_tool("crash", {})
+        assert crashed.value.error.data == {"reason": "exited"}
+        with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as refused:
+            await connected.call_tool("echo", {"message": "while broken"})
+        assert (refused.value.error.code, refused.value.error.data) == (CHILD_UNAVAILABLE, {"reason": "start_failed"})
+        assert "could not start; retry shortly" in refused.value.error.message
+        broken.unlink()
+        assert await call(connected, "echo", {"message": "after"}) == "after"
+    assert any("refusing to start" in line for line in server.stderr_lines)  # the child's own words, in our logs
+
+
+async def test_a_server_that_keeps_failing_is_refused_at_once_while_its_restart_backoff_runs(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    options = ["--isolation", "shared", "--restart-backoff-s", "1", "--max-restart-backoff-s", "60"]
+    async with (
+        bridge(*options, child_args=["--exit-at-start-if-exists", str(broken)]) as server,
+        client(server) as connected,
+    ):
+        assert await call(connected, "echo", {"message": "started"}) == "started"  # children start on first use
+        broken.touch()
+        for expected in ("exited", "start_failed"):  # the crash, then a restart that waited 1 s and failed
+            with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as failed:
+                await connected.call_tool("crash" if expected == "exited" else "echo", {"message": "x"})
+            assert failed.value.error.data == {"reason": expected}
+        with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as refused:
+            await connected.call_tool("echo", {"message": "x"})  # the next start is 2 s away: no waiting for it
+        data = refused.value.error.data
+        assert refused.value.error.code == CHILD_UNAVAILABLE
+        assert data["reason"] == "restarting"
+        assert 1 < data["retry_after_s"] <= 2
+
+
+@pytest.mark.parametrize("transport", ["mcp", "sse"])
+async def test_a_childs_log_message_reaches_the_client_whose_call_it_belongs_to(
+    transport: Literal["mcp", "sse"],
+) -> None:
+    heard = Notifications()
+    async with bridge() as server, sdk_client(server.url, transport, message_handler=heard) as connected:
+        assert await call(connected, "log", {"message": "halfway there"}) == "logged"
+        (message,) = await heard.wait_for(LoggingMessageNotification)
+        assert (message.params.level, message.params.data) == ("info", "halfway there")
+
+
+async def test_a_per_session_childs_list_change_reaches_its_own_session_only() -> None:
+    first_heard, second_heard = Notifications(), Notifications()
+    async with (
+        bridge() as server,
+        sdk_client(server.url, "sse", message_handler=first_heard) as first,
+        sdk_client(server.url, "sse", message_handler=second_heard) as second,
+    ):
+        assert await call(first, "change_tools") == "changed"
+        await first_heard.wait_for(ToolListChangedNotification)
+        assert await call(second, "change_tools") == "changed"
+        await second_heard.wait_for(ToolListChangedNotification)
+        await call(first, "echo", {"message": "x"})  # on /sse, what was queued for the first session comes before
+        assert len(first_heard.of(ToolListChangedNotification)) == 1
+
+
+async def test_a_shared_childs_list_change_reaches_every_session() -> None:
+    first_heard, second_heard = Notifications(), Notifications()
+    async with (
+        bridge("--isolation", "shared") as server,
+        sdk_client(server.url, "mcp", message_handler=first_heard) as first,
+        sdk_client(server.url, "sse", message_handler=second_heard) as second,
+    ):
+        await call(second, "echo", {"message": "the second session is open"})
+        assert await call(first, "change_tools") == "changed"
+        await first_heard.wait_for(ToolListChangedNotification)
+        await second_heard.wait_for(ToolListChangedNotification)

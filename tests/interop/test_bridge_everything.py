@@ -17,7 +17,7 @@ from typing import Final, Literal
 import anyio
 import pytest
 from mcp import Client
-from mcp.types import TextContent, TextResourceContents
+from mcp.types import ResourceUpdatedNotification, TextContent, TextResourceContents
 
 from tests.interop.node import (
     NODE_BIN,
@@ -27,7 +27,7 @@ from tests.interop.node import (
     node_unavailable_reason,
     run_inspector_cli,
 )
-from tests.support.bridging import call
+from tests.support.bridging import Notifications, call
 from tests.support.bridging import sdk_client as sdk_client_at
 from tests.support.servers import TOKEN, ServerProcess, spawn_datapulse
 
@@ -207,6 +207,24 @@ async def test_shared_isolation_serves_every_session_from_the_one_server_everyth
 
 
 # --- the MCP Inspector CLI -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["mcp", "sse"])
+async def test_a_resource_subscription_is_forwarded_and_its_updates_reach_the_subscriber(
+    bridges: dict[Isolation, ServerProcess], transport: SdkTransport
+) -> None:
+    heard = Notifications()
+    with anyio.fail_after(TEST_TIMEOUT_S):
+        async with sdk_client_at(bridges["per-session"].url, transport, message_handler=heard) as connected:
+            capabilities = connected.server_capabilities  # the child's, as the bridge announces them
+            assert capabilities.resources is not None
+            assert capabilities.resources.subscribe is True
+            assert capabilities.tools is not None
+            assert capabilities.tools.list_changed is True
+            await connected.subscribe_resource(STATIC_DOCUMENT)
+            await toggle(connected)  # server-everything sends an update for every subscribed URI at once
+            (update, *_) = await heard.wait_for(ResourceUpdatedNotification)
+            assert str(update.params.uri) == STATIC_DOCUMENT
 
 
 def inspector_url(server: ServerProcess, transport: InspectorTransport) -> str:

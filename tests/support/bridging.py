@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import anyio
 import httpx2
@@ -16,6 +16,8 @@ from mcp.types import CallToolResult, TextContent
 
 from tests.support.servers import TOKEN, bearer
 
+T = TypeVar("T")
+
 STDIO_SERVER: Final = [sys.executable, "-m", "tests.support.stdio_server"]
 """The command of the SDK-based stdio MCP server of the tests (tests/support/stdio_server.py)."""
 CALL_TIMEOUT_S: Final = 30.0
@@ -23,18 +25,49 @@ CALL_TIMEOUT_S: Final = 30.0
 
 
 @asynccontextmanager
-async def sdk_client(base: str, transport: Literal["mcp", "sse"] = "mcp", token: str = TOKEN) -> AsyncIterator[Client]:
+async def sdk_client(
+    base: str, transport: Literal["mcp", "sse"] = "mcp", token: str = TOKEN, **options: Any
+) -> AsyncIterator[Client]:
     """An SDK client of the server at ``base`` (``http://host:port[/prefix]``): on ``base/mcp`` a 2025-11-25
-    session, on ``base/sse`` a 2024-11-05 one."""
+    session, on ``base/sse`` a 2024-11-05 one. ``options`` go to `mcp.Client` (``message_handler=``, ...)."""
     if transport == "sse":
-        async with Client(sse_client(base + "/sse", headers=bearer(token)), mode="legacy") as connected:
+        async with Client(sse_client(base + "/sse", headers=bearer(token)), mode="legacy", **options) as connected:
             yield connected
         return
     async with (
         httpx2.AsyncClient(headers=bearer(token), timeout=CALL_TIMEOUT_S) as http,
-        Client(streamable_http_client(base + "/mcp", http_client=http), mode="legacy") as connected,
+        Client(streamable_http_client(base + "/mcp", http_client=http), mode="legacy", **options) as connected,
     ):
         yield connected
+
+
+class Notifications(list[Any]):
+    """Collects what an SDK client's ``message_handler`` receives; `wait_for` one of a type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._arrived = anyio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if not isinstance(message, Exception):
+            self.append(message)
+            self._arrived.set()
+            self._arrived = anyio.Event()
+
+    def of(self, kind: type[T]) -> list[T]:
+        """The notifications of type ``kind`` received so far."""
+        return [message for message in self if isinstance(message, kind)]
+
+    async def wait_for(self, kind: type[T], *, count: int = 1, timeout_s: float = CALL_TIMEOUT_S) -> list[T]:
+        """Wait until ``count`` notifications of type ``kind`` have arrived; all of them so far.
+
+        Raises:
+            TimeoutError: fewer within ``timeout_s``.
+        """
+        with anyio.fail_after(timeout_s):
+            while len(found := self.of(kind)) < count:
+                await self._arrived.wait()
+        return found
 
 
 def text(result: CallToolResult) -> str:

@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python -m tests.support.stdio_server [--exit-at-start] [--garbage] [--stderr-chatter] [--slow-start SECONDS]
+    python -m tests.support.stdio_server [--exit-at-start] [--exit-at-start-if-exists PATH] [--garbage]
+        [--stderr-chatter] [--slow-start SECONDS]
 
 Tools:
 
@@ -14,12 +15,16 @@ Tools:
 ``admin_reset() -> str``       returns ``"reset"`` (a name for tool-filter tests)
 ``delete_everything() -> str`` returns ``"deleted nothing"`` (a name for tool-filter tests)
 ``sample(question) -> str``    asks the client for sampling (``sampling/createMessage``) and returns its text
+``log(message) -> str``        sends ``message`` as a ``notifications/message`` (level info) about this call
+``change_tools() -> str``      sends ``notifications/tools/list_changed`` on the session
+``touch(uri) -> str``          sends ``notifications/resources/updated`` for ``uri`` on the session
 
 Resource ``stdio://info`` (text), resource template ``stdio://items/{item}``, prompt ``greet(name)``.
 
 Options:
 
 ``--exit-at-start``      print "refusing to start" to stderr and exit with status 2 before reading stdin
+``--exit-at-start-if-exists PATH``  the same, only while the file PATH exists (a restart that fails)
 ``--garbage``            write non-JSON lines onto the wire (the real stdout pipe) at start and before every tool
                          result, interleaved with the SDK's own JSON-RPC lines
 ``--stderr-chatter``     write a line to stderr at start and on every tool call
@@ -122,6 +127,24 @@ def build_server(noise: Noise) -> MCPServer[Any]:
         content = result.content
         return content.text if isinstance(content, TextContent) else repr(content)
 
+    @server.tool()
+    async def log(message: str, ctx: Context) -> str:
+        await ctx.info(message)
+        called("log")
+        return "logged"
+
+    @server.tool()
+    async def change_tools(ctx: Context) -> str:
+        await ctx.session.send_tool_list_changed()
+        called("change_tools")
+        return "changed"
+
+    @server.tool()
+    async def touch(uri: str, ctx: Context) -> str:
+        await ctx.session.send_resource_updated(uri)
+        called("touch")
+        return "touched"
+
     @server.resource("stdio://info", mime_type="text/plain")
     def info() -> str:
         return INFO_TEXT
@@ -140,11 +163,12 @@ def build_server(noise: Noise) -> MCPServer[Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.support.stdio_server", description=__doc__.split("\n")[0])
     parser.add_argument("--exit-at-start", action="store_true", help="exit with status 2 before reading stdin")
+    parser.add_argument("--exit-at-start-if-exists", metavar="PATH", help="exit at start while the file PATH exists")
     parser.add_argument("--garbage", action="store_true", help="write non-JSON lines onto stdout")
     parser.add_argument("--stderr-chatter", action="store_true", help="write a stderr line at start and per call")
     parser.add_argument("--slow-start", type=float, default=0.0, metavar="SECONDS", help="sleep before serving")
     args = parser.parse_args(argv)
-    if args.exit_at_start:
+    if args.exit_at_start or (args.exit_at_start_if_exists and os.path.exists(args.exit_at_start_if_exists)):
         print("refusing to start", file=sys.stderr, flush=True)
         sys.exit(2)
     noise = Noise()

@@ -65,6 +65,9 @@ async def test_increment_counts_per_process_and_echo_answers() -> None:
                 "admin_reset",
                 "delete_everything",
                 "sample",
+                "log",
+                "change_tools",
+                "touch",
             }
             assert text_of(await client.call_tool("increment")) == "1"
             assert text_of(await client.call_tool("increment")) == "2"

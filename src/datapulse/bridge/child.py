@@ -59,6 +59,9 @@ class ClientRequests(Protocol):
 
     async def list_roots(self, child: Child) -> types.ListRootsResult | types.ErrorData: ...
 
+    async def notification(self, child: Child, notification: types.ServerNotification) -> None:
+        """Deliver a notification of the child (log message, list change, resource update) to its client(s)."""
+
 
 class Child:
     """One child process serving MCP on stdio.
@@ -66,7 +69,9 @@ class Child:
     Args:
         spec: the bridged server (command, args, environment allowlist and extra variables, cwd, start timeout).
         label: names the child in logs (the bridged server's name and the session or "shared").
-        client_requests: answers the child's sampling / elicitation / roots requests, or None (refused).
+        client_requests: answers the child's sampling / elicitation / roots requests and takes its notifications
+            (except progress, which reaches its request through the call), or None (requests refused, notifications
+            only logged).
         on_exit: called once when the child's output ends (exit or crash), not when `stop` stopped it.
 
     Attributes:
@@ -76,6 +81,7 @@ class Child:
         in_flight: requests forwarded and not yet answered.
         last_used: ``time.monotonic()`` of the last request's start or end.
         context: per-child data for ``client_requests`` (the bridge keeps the in-flight request contexts here).
+        key: what the child serves (a session id, ``principal:<key>`` or ``shared``; set by its pool).
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class Child:
         self.last_used = time.monotonic()
         self.started_at = 0.0
         self.context: list[Any] = []
+        self.key = ""
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class Child:
                     elicitation_callback=self._elicitation,
                     list_roots_callback=self._list_roots,
                     logging_callback=self._logging,
+                    message_handler=self._notified,
                     client_info=types.Implementation(name="datapulse-bridge", version="1"),
                 )
             )
@@ -252,6 +260,13 @@ class Child:
 
     async def _logging(self, params: types.LoggingMessageNotificationParams) -> None:
         log.info("%s log (%s): %s", self.label, params.level, params.data, extra={"child": self.label})
+
+    async def _notified(self, message: types.ServerNotification | Exception) -> None:
+        if isinstance(message, Exception) or self._client_requests is None:
+            return  # transport faults end in the pump; without a client the notification is only logged
+        if isinstance(message, types.ProgressNotification | types.CancelledNotification):
+            return  # progress reaches its request through the call's progress callback
+        await self._client_requests.notification(self, message)
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -84,14 +84,13 @@ def mount_settings(settings: Settings, spec: BridgedServer) -> Settings:
 
 
 def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
-    """The DataPulse app serving ``bridge``; the bridge learns which sessions are alive from it.
+    """The DataPulse app serving ``bridge``; the bridge is given its sessions (`Bridge.sessions`).
 
     Raises:
         ConfigurationError: see `create_app`.
     """
     app = create_app(settings, server=bridge.server)
-    runtime = runtime_of(app)
-    bridge.session_alive = lambda session_id: runtime.sessions.peek(session_id) is not None
+    bridge.sessions = runtime_of(app).sessions
     return app
 
 

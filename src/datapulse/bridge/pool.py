@@ -3,7 +3,9 @@
 `ChildPool.child_for` returns the live child for a key (a session id, ``principal:<key>`` for a stateless
 2026-07-28 request, or ``shared``), starting it on first use. A child that exited is replaced on the key's
 next request, not before its restart backoff has passed: `BridgedServer.restart_backoff_s`, doubled for each
-further failure in a row up to ``max_restart_backoff_s`` (reset once a child has lived `STABLE_AFTER_S`).
+further failure in a row up to ``max_restart_backoff_s`` (reset once a child has lived `STABLE_AFTER_S`). A
+request waits out a backoff of up to ``restart_backoff_s`` (the first restart after a crash); during a longer one
+it is refused at once (`Restarting`), so no request hangs on a server that keeps failing.
 In per-session mode at most ``max_children`` children live at once: at the cap the least recently used idle
 child is stopped; when none is idle the request is refused (`BridgeBusy`). `ChildPool.sweep` stops children
 idle for ``idle_timeout_s`` and those whose session has ended.
@@ -22,7 +24,7 @@ from anyio.abc import TaskGroup
 from datapulse.bridge.child import Child, ChildStartError, ClientRequests
 from datapulse.bridge.config import BridgedServer
 
-__all__ = ["SHARED_KEY", "STABLE_AFTER_S", "BridgeBusy", "ChildPool"]
+__all__ = ["SHARED_KEY", "STABLE_AFTER_S", "BridgeBusy", "ChildPool", "Restarting"]
 
 log = logging.getLogger("datapulse.bridge.pool")
 
@@ -33,6 +35,20 @@ STABLE_AFTER_S = 60.0
 
 class BridgeBusy(RuntimeError):
     """Every child slot is taken by a child with a request in flight (per-session mode, ``max_children``)."""
+
+
+class Restarting(RuntimeError):
+    """The key's child failed repeatedly and its restart waits out a backoff longer than ``restart_backoff_s``.
+
+    Attributes:
+        retry_after_s: seconds until the next start is tried.
+    """
+
+    def __init__(self, server: str, retry_after_s: float) -> None:
+        super().__init__(
+            f"the bridged server {server!r} failed again; it is restarted in {retry_after_s:.1f} s: retry then"
+        )
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -71,6 +87,7 @@ class ChildPool:
 
         Raises:
             ChildStartError: the child could not start (the next call tries again after the backoff).
+            Restarting: the key's restart backoff runs for longer than ``restart_backoff_s`` yet.
             BridgeBusy: per-session mode at ``max_children`` with no idle child to stop.
         """
         key = SHARED_KEY if self.shared else key
@@ -84,13 +101,16 @@ class ChildPool:
                 return child
             if child is not None:
                 self._children.pop(key, None)
-            await self._make_room()
             backoff = self._backoff.setdefault(key, _Backoff())
             wait_s = backoff.not_before - time.monotonic()
+            if wait_s > self.spec.restart_backoff_s:
+                raise Restarting(self.spec.name, wait_s)
+            await self._make_room()
             if wait_s > 0:
                 await anyio.sleep(wait_s)
             child = Child(self.spec, f"{self.spec.name}/{key[:12]}", client_requests=self._client_requests)
             child.on_exit = lambda exited: self._exited(key, exited)
+            child.key = key
             try:
                 await child.start(self._tasks)
             except ChildStartError:

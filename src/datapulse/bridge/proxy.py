@@ -13,6 +13,13 @@ refused exactly as an unknown name is (``-32602``; resources ``-32002``). A chil
 cannot start, turns into a JSON-RPC error (`CHILD_UNAVAILABLE`) for the waiting requests at once; the next
 request restarts it. Requests the child makes to its client (sampling, elicitation, roots) go to the real
 client of the request in flight on that child (shared mode: only when exactly one is in flight).
+
+The child's notifications go where they belong, never to another client: a log message rides the stream of the
+request in flight on that child (shared mode: only when exactly one is; otherwise it is only logged here);
+list changes go to the session the child serves, or in shared mode to every session (the list changed for all);
+``resources/updated`` goes to the sessions that subscribed to that URI. ``resources/subscribe`` and
+``logging/setLevel`` are forwarded when the child declares them. Handshake-era sessions receive list changes and
+updates on their standalone stream; 2026-07-28 stateless requests have no session to receive them.
 """
 
 from __future__ import annotations
@@ -26,14 +33,17 @@ from typing import Any, Final, TypeVar
 import anyio
 from mcp import ClientSession, types
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from datapulse.auth.authorization import CURRENT_PRINCIPAL
 from datapulse.bridge.child import Child, ChildStartError
 from datapulse.bridge.config import BridgedServer
-from datapulse.bridge.pool import BridgeBusy, ChildPool
+from datapulse.bridge.pool import BridgeBusy, ChildPool, Restarting
 from datapulse.notifications import CURRENT_SESSION
+from datapulse.sessions.live import LiveSession
+from datapulse.sessions.manager import SessionManager
 
 __all__ = ["CHILD_UNAVAILABLE", "Bridge", "probe"]
 
@@ -43,6 +53,11 @@ CHILD_UNAVAILABLE: Final = -32000
 """JSON-RPC error code (implementation-defined server error) when the bridged process crashed or cannot start."""
 RESOURCE_NOT_FOUND: Final = -32002
 SWEEP_INTERVAL_S: Final = 5.0
+LIST_CHANGED: Final = (
+    types.ToolListChangedNotification,
+    types.ResourceListChangedNotification,
+    types.PromptListChangedNotification,
+)
 
 T = TypeVar("T")
 Ctx = ServerRequestContext[Any, Any]
@@ -77,15 +92,16 @@ class Bridge:
 
     Attributes:
         server: the low-level server to pass to `datapulse.app.create_app`.
-        session_alive: tells whether a DataPulse session still exists (set it to the app's session manager's
-            lookup once the app is built); per-session children of ended sessions are stopped.
+        sessions: the DataPulse sessions of the app serving ``server`` (set it once the app is built, see
+            `datapulse.bridge.host.bridge_app`): per-session children of ended sessions are stopped, and the
+            child's notifications are delivered to them. None: no notification is delivered.
         pool: the children (while the server's lifespan runs).
     """
 
     def __init__(self, spec: BridgedServer, info: types.InitializeResult) -> None:
         self.spec = spec
         self.info = info
-        self.session_alive: Callable[[str], bool] = lambda _session_id: True
+        self.sessions: SessionManager | None = None
         self.pool: ChildPool | None = None
         capabilities = info.capabilities
         handlers: dict[str, Any] = {}
@@ -97,11 +113,16 @@ class Bridge:
                 "on_list_resource_templates": self._list_resource_templates,
                 "on_read_resource": self._read_resource,
             }
+            if capabilities.resources.subscribe:
+                handlers |= {"on_subscribe_resource": self._subscribe, "on_unsubscribe_resource": self._unsubscribe}
         if capabilities.prompts is not None:
             handlers |= {"on_list_prompts": self._list_prompts, "on_get_prompt": self._get_prompt}
         if capabilities.completions is not None:
             handlers["on_completion"] = self._complete
-        self.server: Server[Any] = Server(
+        if capabilities.logging is not None:
+            handlers["on_set_logging_level"] = self._set_logging_level
+        self.server: Server[Any] = _BridgedServer(
+            capabilities,
             info.server_info.name,
             version=info.server_info.version,
             instructions=info.instructions,
@@ -120,6 +141,10 @@ class Bridge:
                 with anyio.CancelScope(shield=True):
                     await self.pool.stop_all()
                 tasks.cancel_scope.cancel()
+
+    def session_alive(self, session_id: str) -> bool:
+        """Whether the DataPulse session ``session_id`` still exists (True while `sessions` is unset)."""
+        return self.sessions is None or self.sessions.peek(session_id) is not None
 
     async def _sweep_forever(self) -> None:
         interval_s = min(SWEEP_INTERVAL_S, self.spec.idle_timeout_s / 2)
@@ -148,6 +173,9 @@ class Bridge:
                 message=f"the bridged server {self.spec.name!r} could not start; retry shortly",
                 data={"reason": "start_failed"},
             ) from None
+        except Restarting as exc:
+            data = {"reason": "restarting", "retry_after_s": round(exc.retry_after_s, 3)}
+            raise MCPError(code=CHILD_UNAVAILABLE, message=str(exc), data=data) from None
         except BridgeBusy as exc:
             raise MCPError(code=CHILD_UNAVAILABLE, message=str(exc), data={"reason": "busy"}) from None
         session = child.session
@@ -214,6 +242,29 @@ class Bridge:
             raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {uri}")
         return await self._forward(ctx, lambda session: session.read_resource(uri))
 
+    async def _subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        if not self.spec.resources.permits(uri):
+            raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {uri}")
+        result = await self._forward(ctx, lambda session: session.subscribe_resource(uri))
+        session = CURRENT_SESSION.get()
+        if session is not None:
+            session.resource_subscriptions.add(uri)
+        return result
+
+    async def _unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+        uri = str(params.uri)
+        session = CURRENT_SESSION.get()
+        if session is not None:
+            session.resource_subscriptions.discard(uri)
+        others = self.sessions.live_sessions() if self.spec.isolation == "shared" and self.sessions is not None else []
+        if any(uri in other.resource_subscriptions for other in others):
+            return types.EmptyResult()  # another client of the shared child still wants the updates
+        return await self._forward(ctx, lambda child: child.unsubscribe_resource(uri))
+
+    async def _set_logging_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        return await self._forward(ctx, lambda session: session.set_logging_level(params.level))
+
     async def _list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         result = await self._forward(ctx, lambda session: session.list_prompts(params=params))
         allowed = [prompt for prompt in result.prompts if self.spec.prompts.permits(prompt.name)]
@@ -230,6 +281,36 @@ class Bridge:
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
         return await self._forward(ctx, lambda session: session.complete(params.ref, argument, context))
+
+
+class _BridgedServer(Server[Any]):
+    """A low-level server that announces the child's ``listChanged`` flags to handshake-era clients (the SDK
+    derives them from `NotificationOptions`, which know nothing of the child; the 2026-07-28 derivation is kept)."""
+
+    def __init__(self, child: types.ServerCapabilities, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.child_capabilities = child
+
+    def get_capabilities(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+        *,
+        protocol_version: str | None = None,
+    ) -> types.ServerCapabilities:
+        ours = super().get_capabilities(
+            notification_options, experimental_capabilities, extensions, protocol_version=protocol_version
+        )
+        if protocol_version in MODERN_PROTOCOL_VERSIONS:
+            return ours
+        child = self.child_capabilities
+        update: dict[str, Any] = {}
+        for name in ("tools", "resources", "prompts"):
+            mine, theirs = getattr(ours, name), getattr(child, name)
+            if mine is not None and theirs is not None:
+                update[name] = mine.model_copy(update={"list_changed": theirs.list_changed})
+        return ours.model_copy(update=update)
 
 
 class _ClientRequests:
@@ -280,3 +361,42 @@ class _ClientRequests:
             child, types.ListRootsRequest(), types.ListRootsResult, "roots/list"
         )
         return answer
+
+    async def notification(self, child: Child, notification: types.ServerNotification) -> None:
+        message = notification.model_dump(by_alias=True, mode="json", exclude_none=True)
+        method: str = message["method"]
+        params: dict[str, Any] | None = message.get("params")
+        if isinstance(notification, types.LoggingMessageNotification):
+            ctx = self._context(child)
+            if ctx is not None:
+                await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+                return
+            targets = self._audience(child) if self.bridge.spec.isolation == "per-session" else []
+        elif isinstance(
+            notification,
+            types.ToolListChangedNotification
+            | types.ResourceListChangedNotification
+            | types.PromptListChangedNotification,
+        ):
+            targets = self._audience(child)
+        elif isinstance(notification, types.ResourceUpdatedNotification):
+            uri = str(notification.params.uri)
+            targets = [session for session in self._audience(child) if uri in session.resource_subscriptions]
+        else:
+            log.debug("%s: not forwarded: %s", child.label, method)
+            return
+        for session in targets:
+            try:
+                await session.notify(method, params)
+            except Exception as exc:  # a closed stream: the session is on its way out
+                log.info("%s: could not deliver %s to session %s: %s", child.label, method, session.id[:16], exc)
+
+    def _audience(self, child: Child) -> list[LiveSession]:
+        """The open sessions ``child`` serves: its own (per-session mode), or every session (shared)."""
+        sessions = self.bridge.sessions
+        if sessions is None:
+            return []
+        if self.bridge.spec.isolation == "shared":
+            return [session for session in sessions.live_sessions() if session.is_open]
+        session = sessions.peek(child.key)
+        return [session] if session is not None and session.is_open else []
