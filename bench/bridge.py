@@ -101,8 +101,8 @@ class Target:
 TARGETS = {
     t.key: t
     for t in (
-        Target("dp-shared", "DataPulse bridge --isolation shared (auth on)", "shared"),
-        Target("dp-per-session", "DataPulse bridge --isolation per-session (auth on)", "per-session"),
+        Target("dp-shared", "DataPulse bridge --isolation shared (auth + audit on)", "shared"),
+        Target("dp-per-session", "DataPulse bridge --isolation per-session (auth + audit on)", "per-session"),
         Target("mcp-proxy", "mcp-proxy (one shared child, no auth)", None),
     )
 }
@@ -152,11 +152,33 @@ class BridgeServer(Server):
             isolation,
             "--log-level",
             "warning",
+            "--audit-sinks",
+            f"file:{self.audit_path}",
             "--cwd",
             str(REPO),
             "--",
             *CHILD_ARGV,
         ]
+
+    @property
+    def audit_path(self) -> Path:
+        """The audit log (JSON lines, one per request and auth decision) of a DataPulse target."""
+        return Path(tempfile.gettempdir()) / f"bench-bridge-{self.kind}-{self.port}-audit.jsonl"
+
+    def audit_files(self) -> list[Path]:
+        """The audit log and the files it rotated to (``path.1``, ``path.2``, ...); none for mcp-proxy."""
+        if not self.is_datapulse:
+            return []
+        path = self.audit_path
+        return [file for file in (path, *path.parent.glob(path.name + ".*")) if file.exists()]
+
+    def audit_lines(self) -> int:
+        """How many audit records the run wrote, rotated files included."""
+        total = 0
+        for file in self.audit_files():
+            with file.open("rb") as handle:
+                total += sum(1 for _ in handle)
+        return total
 
     def command(self) -> str:
         """The command line as printed in the report (the token value is not shown)."""
@@ -357,6 +379,10 @@ async def throughput(
         for server in servers.values():
             server.stop()
         for key, server in servers.items():
+            if server.is_datapulse:
+                report["audit_records"][key] = server.audit_lines()
+                for file in server.audit_files():
+                    file.unlink(missing_ok=True)
             if server.log_path is not None and "Traceback" in server.log_tail(200_000):
                 report.setdefault("server_tracebacks", {})[key] = server.log_tail(3000)
                 log(f"{key} logged a traceback: {server.log_path}")
@@ -446,6 +472,8 @@ def render(args: argparse.Namespace, report: dict[str, Any], cells: dict[tuple[s
         "",
         f"Correctness: {total_ok:,} calls checked ok, {total_bad} bad "
         "(every response parsed: id, echo text, no error).",
+        "Audit records written (file sink, JSON lines): "
+        + (", ".join(f"{key} {count:,}" for key, count in report["audit_records"].items()) or "none"),
         f"Wall time: {report['wall_s']:.0f} s.",
     ]
     return "\n".join(out)
@@ -469,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
         "servers": {},
         "notes": [],
         "session_start_ms": {},
+        "audit_records": {},
     }
     keys = resolve_targets(args, report)
     report["config"]["targets"] = keys
