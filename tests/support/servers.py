@@ -96,6 +96,10 @@ async def serve_in_process(
             tasks.cancel_scope.deadline = anyio.current_time() + 30
 
 
+STOP_TIMEOUT_S = 15.0
+"""How long a spawned server gets to stop after SIGTERM at the end of a test before it is killed."""
+
+
 class LineLog(list[str]):
     """Lines read so far from a process's output (each ending in a newline), and a way to wait for one."""
 
@@ -174,10 +178,15 @@ async def spawn_datapulse(
             yield ServerProcess(process, url, banner, stderr_lines)
             tasks.cancel_scope.cancel()
     finally:
-        if process.returncode is None:
-            process.kill()
-        with anyio.move_on_after(10, shield=True):
-            await process.aclose()  # waits, and closes our ends of its pipes (a grandchild may still hold theirs)
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:  # SIGTERM first: a bridge stops its stdio children (own sessions) itself
+                process.terminate()
+                with anyio.move_on_after(STOP_TIMEOUT_S):
+                    await process.wait()
+            if process.returncode is None:
+                process.kill()
+            with anyio.move_on_after(10):
+                await process.aclose()  # waits, and closes our ends of its pipes (a grandchild may still hold theirs)
 
 
 class _Lines:
