@@ -19,6 +19,9 @@ Instruments (label values in brackets)::
     datapulse_rate_limited_total             counter    kind [request|tool|stream]
     datapulse_forwarded_requests_total       counter    outcome [ok|owner_gone|unavailable] (cluster mode)
     datapulse_redis_command_duration_seconds histogram  command (`REDIS_COMMANDS`, else "other"; cluster mode)
+    datapulse_bridge_children                gauge      server (datapulse bridge: the bridged server's name)
+    datapulse_bridge_child_starts_total      counter    server, outcome [started|failed]
+    datapulse_bridge_child_exits_total       counter    server (exits and crashes DataPulse did not cause)
 
 ``transport`` is one of ``streamable_http``, ``sse``, ``datapulse_api``, and for messages also ``stateless``
 (2026-07-28 requests served without a session). Messages ``in`` are JSON-RPC requests received, ``out`` the
@@ -50,6 +53,7 @@ before keep in-memory values and are not exported).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -155,6 +159,9 @@ class _Instruments:
     rate_limited_total: Counter
     forwarded_requests_total: Counter
     redis_command_duration_seconds: Histogram
+    bridge_children: Gauge
+    bridge_child_starts_total: Counter
+    bridge_child_exits_total: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> _Instruments:
@@ -223,6 +230,25 @@ class _Instruments:
                 ["command"],
                 registry=registry,
                 buckets=REDIS_DURATION_BUCKETS_S,
+            ),
+            bridge_children=Gauge(
+                "datapulse_bridge_children",
+                "Live child processes of a bridged stdio server (datapulse bridge), by server.",
+                ["server"],
+                registry=registry,
+                multiprocess_mode="livesum",
+            ),
+            bridge_child_starts_total=Counter(
+                "datapulse_bridge_child_starts",
+                "Child process starts of a bridged stdio server, by server and outcome (started, failed).",
+                ["server", "outcome"],
+                registry=registry,
+            ),
+            bridge_child_exits_total=Counter(
+                "datapulse_bridge_child_exits",
+                "Child processes of a bridged stdio server that exited or crashed on their own, by server.",
+                ["server"],
+                registry=registry,
             ),
         )
         for reason in sorted(AUTH_REASONS):
@@ -300,6 +326,9 @@ class Metrics:
     rate_limited_total: Counter
     forwarded_requests_total: Counter
     redis_command_duration_seconds: Histogram
+    bridge_children: Gauge
+    bridge_child_starts_total: Counter
+    bridge_child_exits_total: Counter
 
     def __init__(self, *, multiprocess_dir: str | None = None) -> None:
         if multiprocess_dir is None:
@@ -316,16 +345,8 @@ class Metrics:
             self.multiprocess_dir = os.path.realpath(multiprocess_dir)
             instruments = _shared_instruments(self.multiprocess_dir)
             MultiProcessCollector(self._registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        self.sessions_open = instruments.sessions_open
-        self.streams_open = instruments.streams_open
-        self.messages_total = instruments.messages_total
-        self.outbound_queue_depth = instruments.outbound_queue_depth
-        self.tool_calls_total = instruments.tool_calls_total
-        self.tool_call_duration_seconds = instruments.tool_call_duration_seconds
-        self.auth_failures_total = instruments.auth_failures_total
-        self.rate_limited_total = instruments.rate_limited_total
-        self.forwarded_requests_total = instruments.forwarded_requests_total
-        self.redis_command_duration_seconds = instruments.redis_command_duration_seconds
+        for field in dataclasses.fields(_Instruments):
+            setattr(self, field.name, getattr(instruments, field.name))
 
     def register_tools(self, names: Iterable[str]) -> None:
         """Keep these tool names as ``tool`` label values (in addition to those registered before)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
+import httpx2
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
@@ -18,7 +19,8 @@ from mcp.types import LoggingMessageNotification, ToolListChangedNotification
 from datapulse.bridge.proxy import CHILD_UNAVAILABLE
 from tests.support.bridging import CALL_TIMEOUT_S, STDIO_SERVER, Notifications, call, sdk_client
 from tests.support.processes import run_collecting
-from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, spawn_datapulse
+from tests.support.prometheus import scrape, value
+from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, bearer, spawn_datapulse
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +86,12 @@ async def test_a_child_that_crashes_mid_call_gives_an_error_at_once_and_the_next
         assert "exited during the request" in raised.value.error.message
         assert await call(connected, "increment") == "1"  # a fresh child after the restart
         assert any("the child's output ended" in line for line in server.stderr_lines)
+        async with httpx2.AsyncClient(base_url=server.url, headers=bearer(TOKEN), timeout=10) as http:
+            samples = await scrape(http)
+        name = Path(sys.executable).name
+        assert value(samples, "datapulse_bridge_child_starts_total", server=name, outcome="started") == 2
+        assert value(samples, "datapulse_bridge_child_exits_total", server=name) == 1
+        assert value(samples, "datapulse_bridge_children", server=name) == 1
 
 
 async def test_garbage_on_the_childs_stdout_is_logged_and_skipped() -> None:

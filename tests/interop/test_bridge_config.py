@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from tests.support.bridging import STDIO_SERVER, call, sdk_client
+from tests.support.bridging import bridge_toml, call, sdk_client
 from tests.support.issuer import local_issuer
 from tests.support.mcp_http import LEGACY, legacy_headers, legacy_initialize
 from tests.support.processes import run_collecting
@@ -32,26 +32,6 @@ TWO_SERVERS = {
 """alpha at /alpha (default path), per-session, its own scope rule; beta at /team/beta, shared, two tools."""
 
 
-def toml(config: Mapping[str, Any]) -> str:
-    """``config`` as TOML (tables of strings, lists and tables are all the tests need); every server runs the
-    tests' stdio server unless it names a command; a ``None`` value is left out."""
-    lines: list[str] = []
-
-    def table(name: str, values: Mapping[str, Any]) -> None:
-        lines.append(f"[{name}]")
-        nested = {key: value for key, value in values.items() if isinstance(value, Mapping)}
-        for key, value in values.items():
-            if value is not None and key not in nested:
-                lines.append(f"{key} = {json.dumps(value)}")
-        for key, value in nested.items():
-            table(f"{name}.{key}", value)
-
-    table("defaults", {key: value for key, value in config["defaults"].items()})
-    for name, server in config["servers"].items():
-        table(f"servers.{name}", {"command": STDIO_SERVER[0], "args": STDIO_SERVER[1:], **server})
-    return "\n".join(lines) + "\n"
-
-
 @asynccontextmanager
 async def bridge_config(
     tmp_path: Path, config: Mapping[str, Any], *options: str, env: Mapping[str, str] | None = None
@@ -59,7 +39,7 @@ async def bridge_config(
     """``datapulse bridge --port 0 --config FILE OPTIONS`` with ``config`` written to FILE; ``env`` (default: the
     static test token) is added to its environment."""
     file = tmp_path / "bridges.toml"
-    file.write_text(toml(config))
+    file.write_text(bridge_toml(config))
     async with spawn_datapulse(
         ["--config", str(file), *options],
         env={"PYTHONPATH": str(REPO_ROOT), **(env if env is not None else {"DATAPULSE_TOKEN": TOKEN})},
@@ -159,7 +139,7 @@ async def test_a_configured_server_whose_command_does_not_work_stops_start_up_na
         "servers": {"alpha": {}, "broken": {"command": sys.executable, "args": ["-c", "raise SystemExit(3)"]}},
     }
     file = tmp_path / "bridges.toml"
-    file.write_text(toml(broken))
+    file.write_text(bridge_toml(broken))
     result = await run_collecting(_datapulse_bridge("--config", str(file)), cwd=REPO_ROOT, timeout_s=60)
     assert result.returncode == 1, result
     assert "the bridged server 'broken' does not work" in result.stderr
@@ -178,7 +158,7 @@ async def test_a_configured_server_whose_command_does_not_work_stops_start_up_na
 async def test_contradictory_or_missing_bridge_arguments_are_refused_with_a_message(
     tmp_path: Path, arguments: Sequence[str], message: str
 ) -> None:
-    (tmp_path / "bridges.toml").write_text(toml(TWO_SERVERS))
+    (tmp_path / "bridges.toml").write_text(bridge_toml(TWO_SERVERS))
     result = await run_collecting(_datapulse_bridge(*arguments), cwd=tmp_path, timeout_s=60)
     assert result.returncode == 2, result
     assert message in result.stderr

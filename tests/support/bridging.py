@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, TypeVar
 
@@ -22,6 +23,26 @@ STDIO_SERVER: Final = [sys.executable, "-m", "tests.support.stdio_server"]
 """The command of the SDK-based stdio MCP server of the tests (tests/support/stdio_server.py)."""
 CALL_TIMEOUT_S: Final = 30.0
 """Bound on one call; a call that starts a child includes its start-up (a Python interpreter + the SDK)."""
+
+
+def bridge_toml(config: Mapping[str, Any]) -> str:
+    """``config`` as TOML (tables of strings, lists and tables are all the tests need); every server runs the
+    tests' stdio server unless it names a command; a ``None`` value is left out."""
+    lines: list[str] = []
+
+    def table(name: str, values: Mapping[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        nested = {key: value for key, value in values.items() if isinstance(value, Mapping)}
+        for key, value in values.items():
+            if value is not None and key not in nested:
+                lines.append(f"{key} = {json.dumps(value)}")
+        for key, value in nested.items():
+            table(f"{name}.{key}", value)
+
+    table("defaults", {key: value for key, value in config["defaults"].items()})
+    for name, server in config["servers"].items():
+        table(f"servers.{name}", {"command": STDIO_SERVER[0], "args": STDIO_SERVER[1:], **server})
+    return "\n".join(lines) + "\n"
 
 
 @asynccontextmanager

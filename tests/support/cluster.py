@@ -29,9 +29,15 @@ def cluster_env(redis_url: str, env: Mapping[str, str] | None = None) -> dict[st
 
 @asynccontextmanager
 async def spawn_cluster(
-    redis_url: str, n: int = 3, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    redis_url: str,
+    n: int = 3,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    *,
+    command: str = "serve",
 ) -> AsyncIterator[list[ServerProcess]]:
-    """Start ``n`` ``datapulse serve --port 0 ARGS`` processes on ``redis_url``; kill them all on exit.
+    """Start ``n`` ``datapulse COMMAND --port 0 ARGS`` processes (``serve`` or ``bridge``) on ``redis_url``; stop
+    them all on exit.
 
     They start one after another (each `spawn_datapulse` owns a task group, which must be exited by the task
     that entered it, so they cannot be entered from parallel tasks); each start is bounded by its own timeout.
@@ -40,17 +46,24 @@ async def spawn_cluster(
         raise ValueError("a cluster needs at least one instance")
     full_env = cluster_env(redis_url, env)
     async with AsyncExitStack() as stack:
-        processes = [await stack.enter_async_context(spawn_datapulse(args, env=full_env)) for _ in range(n)]
+        processes = [
+            await stack.enter_async_context(spawn_datapulse(args, env=full_env, command=command)) for _ in range(n)
+        ]
         yield processes
 
 
 @asynccontextmanager
 async def cluster_behind_proxy(
-    redis_url: str, n: int = 3, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    redis_url: str,
+    n: int = 3,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    *,
+    command: str = "serve",
 ) -> AsyncIterator[tuple[list[ServerProcess], RoundRobinProxy]]:
     """`spawn_cluster` with a round-robin proxy in front: ``proxy.url`` is the cluster's single address."""
     async with (
-        spawn_cluster(redis_url, n, args, env) as processes,
+        spawn_cluster(redis_url, n, args, env, command=command) as processes,
         round_robin_proxy([process.url for process in processes]) as proxy,
     ):
         yield processes, proxy

@@ -162,6 +162,9 @@ def test_every_metric_is_prefixed_and_names_its_unit() -> None:
         "datapulse_rate_limited": "counter",
         "datapulse_forwarded_requests": "counter",
         "datapulse_redis_command_duration_seconds": "histogram",
+        "datapulse_bridge_children": "gauge",
+        "datapulse_bridge_child_starts": "counter",
+        "datapulse_bridge_child_exits": "counter",
     }
     assert content_type.startswith("text/plain; version=0.0.4")
 

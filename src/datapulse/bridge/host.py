@@ -84,13 +84,14 @@ def mount_settings(settings: Settings, spec: BridgedServer) -> Settings:
 
 
 def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
-    """The DataPulse app serving ``bridge``; the bridge is given its sessions (`Bridge.sessions`).
+    """The DataPulse app serving ``bridge``; the bridge is given its sessions and metrics (`Bridge.sessions`).
 
     Raises:
         ConfigurationError: see `create_app`.
     """
     app = create_app(settings, server=bridge.server)
-    bridge.sessions = runtime_of(app).sessions
+    runtime = runtime_of(app)
+    bridge.sessions, bridge.metrics = runtime.sessions, runtime.metrics
     return app
 
 

@@ -23,6 +23,7 @@ from anyio.abc import TaskGroup
 
 from datapulse.bridge.child import Child, ChildStartError, ClientRequests
 from datapulse.bridge.config import BridgedServer
+from datapulse.metrics import Metrics
 
 __all__ = ["SHARED_KEY", "STABLE_AFTER_S", "BridgeBusy", "ChildPool", "Restarting"]
 
@@ -64,10 +65,18 @@ class ChildPool:
         spec: the bridged server.
         task_group: where children run (lives as long as the pool).
         client_requests: answers the children's sampling / elicitation / roots requests.
+        metrics: where child starts, exits and the live count are counted (``datapulse_bridge_*``), or None.
     """
 
-    def __init__(self, spec: BridgedServer, task_group: TaskGroup, client_requests: ClientRequests | None) -> None:
+    def __init__(
+        self,
+        spec: BridgedServer,
+        task_group: TaskGroup,
+        client_requests: ClientRequests | None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.spec = spec
+        self._metrics = metrics
         self._tasks = task_group
         self._client_requests = client_requests
         self._children: dict[str, Child] = {}
@@ -114,15 +123,29 @@ class ChildPool:
             try:
                 await child.start(self._tasks)
             except ChildStartError:
+                self._count_start("failed")
                 self._failed(key, lived_s=0.0)
                 raise
             self.started_total += 1
             self._children[key] = child
+            self._count_start("started")
             return child
+
+    def _count_start(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.bridge_child_starts_total.labels(self.spec.name, outcome).inc()
+            self._count_live()
+
+    def _count_live(self) -> None:
+        if self._metrics is not None:
+            self._metrics.bridge_children.labels(self.spec.name).set(len(self._children))
 
     def _exited(self, key: str, child: Child) -> None:
         if self._children.get(key) is child:
             del self._children[key]
+        if self._metrics is not None:
+            self._metrics.bridge_child_exits_total.labels(self.spec.name).inc()
+            self._count_live()
         self._failed(key, lived_s=time.monotonic() - child.started_at)
 
     def _failed(self, key: str, *, lived_s: float) -> None:
@@ -151,6 +174,7 @@ class ChildPool:
         self._locks.pop(key, None)
         self._backoff.pop(key, None)
         if child is not None:
+            self._count_live()
             await child.stop()
 
     async def sweep(self, session_alive: Callable[[str], bool]) -> int:

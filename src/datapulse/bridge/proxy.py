@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
@@ -34,13 +35,14 @@ import anyio
 from mcp import ClientSession, types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from datapulse.auth.authorization import CURRENT_PRINCIPAL
 from datapulse.bridge.child import Child, ChildStartError
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.pool import BridgeBusy, ChildPool, Restarting
+from datapulse.metrics import Metrics
 from datapulse.notifications import CURRENT_SESSION
 from datapulse.sessions.live import LiveSession
 from datapulse.sessions.manager import SessionManager
@@ -95,6 +97,7 @@ class Bridge:
         sessions: the DataPulse sessions of the app serving ``server`` (set it once the app is built, see
             `datapulse.bridge.host.bridge_app`): per-session children of ended sessions are stopped, and the
             child's notifications are delivered to them. None: no notification is delivered.
+        metrics: the app's metrics, where the children are counted (``datapulse_bridge_*``; set with ``sessions``).
         pool: the children (while the server's lifespan runs).
     """
 
@@ -102,6 +105,7 @@ class Bridge:
         self.spec = spec
         self.info = info
         self.sessions: SessionManager | None = None
+        self.metrics: Metrics | None = None
         self.pool: ChildPool | None = None
         capabilities = info.capabilities
         handlers: dict[str, Any] = {}
@@ -133,7 +137,7 @@ class Bridge:
     @asynccontextmanager
     async def _lifespan(self, _server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
         async with anyio.create_task_group() as tasks:
-            self.pool = ChildPool(self.spec, tasks, _ClientRequests(self))
+            self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics)
             tasks.start_soon(self._sweep_forever)
             try:
                 yield {}
@@ -314,7 +318,8 @@ class _BridgedServer(Server[Any]):
 
 
 class _ClientRequests:
-    """Sends a child's sampling / elicitation / roots request to the real client of its request in flight."""
+    """Sends a child's sampling / elicitation / roots request to the real client of its request in flight, and
+    its notifications to the sessions they concern (the module docstring says which)."""
 
     def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
@@ -369,15 +374,14 @@ class _ClientRequests:
         if isinstance(notification, types.LoggingMessageNotification):
             ctx = self._context(child)
             if ctx is not None:
-                await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+                entry = notification.params
+                with warnings.catch_warnings():  # deprecated as of 2026-07-28, still what the request's era wants
+                    warnings.simplefilter("ignore", MCPDeprecationWarning)
+                    # send_log_message honours a 2026-07-28 request's log-level opt-in (_meta); earlier eras get it.
+                    await ctx.session.send_log_message(entry.level, entry.data, entry.logger, ctx.request_id)
                 return
             targets = self._audience(child) if self.bridge.spec.isolation == "per-session" else []
-        elif isinstance(
-            notification,
-            types.ToolListChangedNotification
-            | types.ResourceListChangedNotification
-            | types.PromptListChangedNotification,
-        ):
+        elif isinstance(notification, LIST_CHANGED):
             targets = self._audience(child)
         elif isinstance(notification, types.ResourceUpdatedNotification):
             uri = str(notification.params.uri)
