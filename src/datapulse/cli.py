@@ -10,7 +10,7 @@ import re
 import secrets
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -19,6 +19,9 @@ from pydantic.fields import FieldInfo
 
 from datapulse import __version__
 from datapulse.config import Settings
+
+if TYPE_CHECKING:  # imported lazily at run time: `datapulse serve` need not load the bridge
+    from datapulse.bridge.config import BridgedServer
 
 _CLI_FIELDS = [name for name in Settings.model_fields if name != "app"]
 
@@ -249,7 +252,7 @@ def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) ->
     run(application, settings, generated_token=generated)
 
 
-def _command_server(command: tuple[str, ...], options: dict[str, Any]) -> Any:
+def _command_server(command: tuple[str, ...], options: dict[str, Any]) -> BridgedServer:
     """The `BridgedServer` of ``datapulse bridge [options] -- COMMAND``; options left None take the defaults.
 
     Raises:

@@ -39,7 +39,7 @@ def bridge_toml(config: Mapping[str, Any]) -> str:
         for key, value in nested.items():
             table(f"{name}.{key}", value)
 
-    table("defaults", {key: value for key, value in config["defaults"].items()})
+    table("defaults", config["defaults"])
     for name, server in config["servers"].items():
         table(f"servers.{name}", {"command": STDIO_SERVER[0], "args": STDIO_SERVER[1:], **server})
     return "\n".join(lines) + "\n"
