@@ -12,6 +12,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from datapulse.cluster.publisher import Publisher
+from datapulse.cluster.redis_api import close_pubsub
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -61,7 +62,7 @@ async def test_frames_published_at_once_arrive_in_call_order_in_fewer_round_trip
         assert counts == dict.fromkeys(range(50), 1)
         assert 1 <= publisher.round_trips < 50
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await close_pubsub(pubsub)
         await redis.aclose()
         await listener.aclose()
 
@@ -94,7 +95,7 @@ async def test_a_redis_outage_fails_the_waiting_publish_and_the_writer_recovers_
                 await pubsub.subscribe("ch")
                 assert await publisher.publish("ch", b"after") == 1
                 assert await read(pubsub, 1) == [b"after"]
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await close_pubsub(pubsub)
     finally:
         await redis.aclose()
         await listener.aclose()

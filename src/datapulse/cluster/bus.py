@@ -36,6 +36,8 @@ from mcp.shared.subscriptions import event_from_wire, event_to_notification
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from datapulse.cluster.redis_api import close_pubsub
+
 __all__ = ["DEFAULT_PUBLISH_TIMEOUT_S", "RedisSubscriptionBus", "decode_event", "encode_event"]
 
 logger = logging.getLogger(__name__)
@@ -182,7 +184,7 @@ class RedisSubscriptionBus:
             finally:
                 self._connected = False
                 with anyio.CancelScope(shield=True):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    await close_pubsub(pubsub)
             await anyio.sleep(delay)
             delay = min(delay * 2, self._backoff_max_s)
 

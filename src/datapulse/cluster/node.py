@@ -21,6 +21,7 @@ import anyio.abc
 from redis.asyncio.client import PubSub
 
 from datapulse.cluster.journal import RedisEventJournal
+from datapulse.cluster.redis_api import close_pubsub
 from datapulse.cluster.registry import RedisSessionRegistry
 from datapulse.cluster.store import Keys, connect, store_errors
 from datapulse.cluster.tunnel import Tunnels
@@ -204,6 +205,6 @@ class ClusterNode:
                     task_status.started()
             finally:
                 with anyio.move_on_after(1, shield=True), contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await close_pubsub(pubsub)
             await anyio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_BACKOFF_MAX_S)

@@ -17,6 +17,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from datapulse.cluster.redis_api import execute_command
+
 __all__ = ["CommandObserver", "TimedPipeline", "TimedRedis"]
 
 CommandObserver = Callable[[str, float], None]
@@ -57,10 +59,10 @@ class TimedRedis(aioredis.Redis):
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         observer = self.observer
         if observer is None:
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            return await execute_command(self, *args, **options)
         started = time.perf_counter()
         try:
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+            return await execute_command(self, *args, **options)
         finally:
             observer(_command_name(args), time.perf_counter() - started)
 
