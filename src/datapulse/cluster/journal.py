@@ -9,11 +9,14 @@ trimmed to about ``max_events`` entries and expiring ``ttl_s`` after its last wr
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 
+from datapulse.cluster.redis_api import xrange_entries
 from datapulse.cluster.store import store_errors
+from datapulse.sessions.streams import JournalEntry
 
 
 class RedisEventJournal:
@@ -34,30 +37,35 @@ class RedisEventJournal:
         self._max_events = max_events
         self._ttl_ms = max(1, int(ttl_s * 1000))
 
-    async def append(self, stream_key: str, seq: int, frame: bytes) -> None:
-        """Store frame ``seq`` of stream ``stream_key``.
+    async def append(self, stream_key: str, events: Sequence[tuple[int, bytes]], delivered_seq: int) -> None:
+        """Store ``events`` (``(seq, frame)``, ascending) of stream ``stream_key`` in one round trip; every entry
+        also records ``delivered_seq``, the stream's delivered watermark when it was stored.
 
         Raises:
             StoreUnavailable: Redis did not answer (503).
         """
-        with store_errors("storing an event for replay"):
+        with store_errors("storing events for replay"):
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(self._key, {"k": stream_key, "s": seq, "f": frame}, maxlen=self._max_events, approximate=True)
+                for seq, frame in events:
+                    fields: dict[FieldT, EncodableT] = {"k": stream_key, "s": seq, "f": frame, "d": delivered_seq}
+                    pipe.xadd(self._key, fields, maxlen=self._max_events, approximate=True)
                 pipe.pexpire(self._key, self._ttl_ms)
                 await pipe.execute()
 
-    async def read_all(self) -> list[tuple[str, int, bytes]]:
-        """Every stored ``(stream key, seq, frame)``, oldest first.
+    async def read_all(self) -> list[JournalEntry]:
+        """Every stored entry, oldest first (entries this version cannot read are skipped).
 
         Raises:
             StoreUnavailable: Redis did not answer (503).
         """
         with store_errors("reading a session's stored events"):
-            entries: list[tuple[Any, dict[bytes, bytes]]] = await self._redis.xrange(self._key) or []  # type: ignore[assignment]
-        events: list[tuple[str, int, bytes]] = []
+            entries = await xrange_entries(self._redis, self._key)
+        events: list[JournalEntry] = []
         for _entry_id, fields in entries:
             try:
-                events.append((fields[b"k"].decode(), int(fields[b"s"]), fields[b"f"]))
+                events.append(
+                    JournalEntry(fields[b"k"].decode(), int(fields[b"s"]), fields[b"f"], int(fields.get(b"d", 0)))
+                )
             except (KeyError, ValueError):
                 continue
         return events

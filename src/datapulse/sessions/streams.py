@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 from starlette.types import Send
 
@@ -32,13 +32,24 @@ log = logging.getLogger("datapulse.streams")
 class EventJournal(Protocol):
     """Durable storage of a session's events (cluster mode: `datapulse.cluster.journal.RedisEventJournal`)."""
 
-    async def append(self, stream_key: str, seq: int, frame: bytes) -> None:
-        """Store frame ``seq`` of ``stream_key``; raises `Unavailable` when the store is down."""
+    async def append(self, stream_key: str, events: Sequence[tuple[int, bytes]], delivered_seq: int) -> None:
+        """Store ``events`` (``(seq, frame)``, ascending) of ``stream_key`` in one round trip, with the stream's
+        delivered watermark; raises `Unavailable` when the store is down."""
         ...
 
-    async def read_all(self) -> list[tuple[str, int, bytes]]:
-        """Every stored ``(stream key, seq, frame)``, oldest first; raises `Unavailable` when the store is down."""
+    async def read_all(self) -> list[JournalEntry]:
+        """Every stored entry, oldest first; raises `Unavailable` when the store is down."""
         ...
+
+
+class JournalEntry(NamedTuple):
+    """One stored event: its stream, sequence number, frame bytes, and the highest sequence number of that
+    stream known to have been written to a client when it was stored (0: none)."""
+
+    stream_key: str
+    seq: int
+    frame: bytes
+    delivered_seq: int = 0
 
 
 class SseConnection:
@@ -78,7 +89,7 @@ class SseConnection:
 
         Raises:
             StreamClosed: the connection was closed before or while writing (the frame may not have
-                been delivered; resumable streams keep it in their history).
+                been delivered: resumable streams keep it in their history and count it as undelivered).
         """
         if self.closed:
             raise StreamClosed
@@ -90,6 +101,8 @@ class SseConnection:
                 if self.closed:
                     raise StreamClosed
                 await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+                if self.closed:  # the client went away meanwhile: uvicorn drops such writes silently
+                    raise StreamClosed
         except TimeoutError:
             self.abort(f"client read nothing for {self._timeout_s:g} s; outbound stream backpressure limit reached")
             raise StreamClosed from None
@@ -115,28 +128,72 @@ class SseConnection:
         self.closed = True
 
 
+OverflowNotice = Callable[[int], bytes]
+"""Builds the frame that tells a client how many undelivered events a stream's cap dropped (no event id)."""
+
+
 class EventStream:
     """A logical SSE stream whose frames carry event ids and can be replayed after a reconnect.
 
     Args:
         key: the stream's key, unique within its session (the event-id prefix).
-        history_max_events: frames kept for ``Last-Event-ID`` replay.
+        history_max_events: frames kept for ``Last-Event-ID`` replay (and for delivery while no connection is
+            attached): the cap.
         next_seq: the session's shared sequence counter (event ids are unique across a session's
             streams, as spec 2025-11-25 basic/transports "Resumability and Redelivery" requires).
         journal: where frames are stored durably before they are written (cluster mode), or None.
+        overflow_notice: builds the frame written before the next delivered one when the cap dropped
+            undelivered frames (None: the drop is only logged).
+
+    Guarantees (checked by ``tests/unit/test_event_stream_model.py`` and the history checker):
+
+    * Sequence numbers are assigned in `emit` call order, and frames reach the journal and the connection in
+      sequence order: one flush at a time runs under a FIFO lock, and each flush first journals every frame
+      not yet journaled (one round trip for all of them), then writes every frame the connection has not had.
+      A frame is therefore journaled before it is written, and so is every frame before it.
+    * `attach` replays exactly the frames after the resume point, then the live tail, with no gap and no
+      duplicate: it runs as a flush of its own, so frames emitted meanwhile queue behind it.
     """
 
-    __slots__ = ("_history", "_journal", "_next_seq", "connection", "delivered_seq", "finished", "key")
+    __slots__ = (
+        "_history",
+        "_journal",
+        "_journaled_seq",
+        "_next_seq",
+        "_order",
+        "_overflow_notice",
+        "_taken_seq",
+        "_unjournaled",
+        "connection",
+        "delivered_seq",
+        "dropped",
+        "finished",
+        "key",
+    )
 
     def __init__(
-        self, key: str, history_max_events: int, next_seq: Callable[[], int], journal: EventJournal | None = None
+        self,
+        key: str,
+        history_max_events: int,
+        next_seq: Callable[[], int],
+        journal: EventJournal | None = None,
+        *,
+        overflow_notice: OverflowNotice | None = None,
     ) -> None:
         self.key = key
         self._history: deque[tuple[int, bytes]] = deque(maxlen=history_max_events)
         self._next_seq = next_seq
         self._journal = journal
+        self._journaled_seq = 0
+        self._unjournaled: list[tuple[int, bytes]] = []  # appended, not yet handed to the journal
+        self._taken_seq = 0  # the newest frame a flush in progress has taken to write (0: none)
+        self._order = asyncio.Lock()  # FIFO: flushes run in the order their emits were called
+        self._overflow_notice = overflow_notice
         self.connection: SseConnection | None = None
         self.delivered_seq = 0
+        """The highest sequence number written to a connection (or the resume point of the attached one)."""
+        self.dropped = 0
+        """Undelivered frames the cap pushed out that no connection has been told about yet."""
         self.finished = False
 
     def event_id(self, seq: int) -> str:
@@ -146,15 +203,39 @@ class EventStream:
     @property
     def undelivered(self) -> int:
         """Frames in the history that no connection has taken yet."""
-        return sum(1 for seq, _ in self._history if seq > self.delivered_seq)
+        return len(self._after(self.delivered_seq))
 
     @property
     def last_seq(self) -> int:
         """The sequence number of the newest frame, or 0."""
         return self._history[-1][0] if self._history else 0
 
+    def _after(self, seq: int) -> list[tuple[int, bytes]]:
+        """The frames of the history after ``seq``, oldest first (walks back from the newest)."""
+        later: list[tuple[int, bytes]] = []
+        for item in reversed(self._history):
+            if item[0] <= seq:
+                break
+            later.append(item)
+        later.reverse()
+        return later
+
+    def _append(self, seq: int, frame: bytes) -> None:
+        history = self._history
+        if len(history) == history.maxlen and history[0][0] > max(self.delivered_seq, self._taken_seq):
+            self.dropped += 1
+            log.warning(
+                "stream %s: %d events waiting for a client; the oldest undelivered one was dropped (cap %d)",
+                self.key,
+                len(history),
+                history.maxlen,
+            )
+        history.append((seq, frame))
+        if self._journal is not None:
+            self._unjournaled.append((seq, frame))  # journaled even if the cap pushes it out first
+
     async def emit(self, build: Callable[[str], bytes]) -> None:
-        """Append a frame and write it to the attached connection, if any.
+        """Append a frame and deliver it (journal first, in cluster mode) to the attached connection, if any.
 
         Args:
             build: makes the frame bytes from the assigned event id.
@@ -162,61 +243,115 @@ class EventStream:
         A connection that fails is detached; the frame stays in the history for replay.
         """
         seq = self._next_seq()
-        frame = build(self.event_id(seq))
-        history = self._history
-        if len(history) == history.maxlen and history and history[0][0] > self.delivered_seq:
-            log.warning("stream %s: history full, dropping an undelivered event", self.key)
-        history.append((seq, frame))
-        if self._journal is not None:
+        self._append(seq, build(self.event_id(seq)))
+        async with self._order:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Journal every frame not yet journaled, then write every journaled frame the connection has not had,
+        in order. Runs under ``_order``; frames appended meanwhile are left to the flush of their own emit."""
+        journal = self._journal
+        if journal is not None and self._unjournaled:
+            pending, self._unjournaled = self._unjournaled, []
+            self._journaled_seq = pending[-1][0]
             try:
-                await self._journal.append(self.key, seq, frame)
+                await journal.append(self.key, pending, self.delivered_seq)
             except Unavailable as exc:
-                log.warning("stream %s: event not stored for failover replay (%s)", self.key, exc.message)
+                log.warning(
+                    "stream %s: %d events not stored for failover replay (%s)", self.key, len(pending), exc.message
+                )
         connection = self.connection
         if connection is None:
             return
+        frames = self._after(self.delivered_seq)
+        if journal is not None:
+            frames = [item for item in frames if item[0] <= self._journaled_seq]
+        if frames:
+            self._taken_seq = frames[-1][0]  # held here: the cap no longer counts them as undelivered
         try:
-            await connection.write(frame)
+            dropped = self.dropped
+            if dropped and self._overflow_notice is not None:
+                self.dropped = 0
+                try:
+                    await connection.write(self._overflow_notice(dropped))
+                except StreamClosed:
+                    self.dropped += dropped
+                    raise
+            for seq, frame in frames:
+                await connection.write(frame)
+                self.delivered_seq = seq
         except StreamClosed:
             if self.connection is connection:
                 self.connection = None
-            return
-        self.delivered_seq = max(self.delivered_seq, seq)
+            oldest = self._history[0][0] if self._history else self._taken_seq + 1
+            self.dropped += sum(1 for seq, _ in frames if self.delivered_seq < seq < oldest)  # taken, then trimmed
+        finally:
+            self._taken_seq = 0
 
-    def restore(self, seq: int, frame: bytes) -> None:
-        """Put a frame read back from the journal into the history (taking over a session); it counts
-        as delivered, so only a reconnect with ``Last-Event-ID`` replays it."""
-        self._history.append((seq, frame))
-        self.delivered_seq = max(self.delivered_seq, seq)
+    def restore(self, seq: int, frame: bytes, delivered_seq: int = 0) -> None:
+        """Put a frame read back from the journal into the history (taking over a session). Frames at or below
+        the journal's delivered watermark (``delivered_seq``) count as delivered: only a reconnect with
+        ``Last-Event-ID`` replays them; later ones wait for the next connection. Out-of-order or repeated
+        entries are ignored."""
+        if seq <= self.last_seq:
+            return
+        self.delivered_seq = max(self.delivered_seq, min(delivered_seq, seq))
+        self._append(seq, frame)  # an undelivered frame the cap pushes out is counted, as when it was emitted
+        self._unjournaled.clear()  # it came from the journal
+        self._journaled_seq = seq
+
+    def _resume_point(self, seq: int) -> int | None:
+        """Where a reconnect with ``Last-Event-ID`` naming ``seq`` resumes on a stream whose sequence numbers
+        are its own (runs under ``_order``).
+
+        ``seq`` itself when it can be resumed exactly; the oldest kept frame's predecessor when ``seq`` is
+        older than the history (the frames in between were trimmed by the cap: `dropped` becomes their count,
+        so the connection is told); None when ``seq`` is newer than anything this stream has (after a takeover
+        from a journal that lost its tail): the stream then continues after its last delivered frame.
+        """
+        if self.knows(seq):
+            self.dropped = 0  # whatever the cap dropped came before seq: the client saw it
+            return seq
+        if self._history and seq < self._history[0][0]:
+            oldest = self._history[0][0]
+            self.dropped = oldest - 1 - seq
+            log.warning(
+                "stream %s: resume point %d is older than the history: %d events are gone", self.key, seq, self.dropped
+            )
+            return oldest - 1
+        return None
 
     def knows(self, seq: int) -> bool:
-        """Whether ``seq`` can be resumed from: it is in the history, or is the last frame's predecessor."""
+        """Whether ``seq`` can be resumed from: it is in the history, or is the oldest frame's predecessor."""
         if not self._history:
             return seq <= self.delivered_seq
         return self._history[0][0] - 1 <= seq <= self._history[-1][0]
 
-    async def attach(self, connection: SseConnection, after_seq: int | None) -> None:
-        """Replay frames after ``after_seq`` (None: after the last delivered one) onto ``connection``, then
-        make it the live connection. Frames emitted during the replay are sent too, in order, and no
-        frame is sent twice on ``connection``.
+    async def attach(self, connection: SseConnection, after_seq: int | None, *, own_counter: bool = False) -> None:
+        """Make ``connection`` the live connection, replaying the frames after ``after_seq`` (None: after the
+        last delivered one) first. Frames emitted during the replay follow it, in order, and no frame is sent
+        twice on ``connection``. A previous connection is ended ("superseded").
+
+        With ``own_counter`` (a stream whose sequence numbers no other stream shares: the DataPulse API's),
+        ``after_seq`` is the client's ``Last-Event-ID`` as it is: one older than the history resumes at the
+        oldest frame kept and the connection is first told how many events are gone; one newer than the
+        stream continues after the last delivered frame.
 
         Raises:
             StreamClosed: the connection closed during the replay.
         """
-        cursor = self.delivered_seq if after_seq is None else after_seq
-        previous = self.connection
-        if previous is not None and previous is not connection:
-            previous.abort("superseded by a reconnect with the same stream")
-            self.connection = None
-        while True:
-            pending = [(seq, frame) for seq, frame in self._history if seq > cursor]
-            if not pending:
-                break
-            for seq, frame in pending:
-                await connection.write(frame)
-                cursor = seq
-                self.delivered_seq = max(self.delivered_seq, seq)
-        self.connection = connection
+        async with self._order:
+            previous = self.connection
+            if previous is not None and previous is not connection:
+                previous.abort("superseded by a reconnect with the same stream")
+            if after_seq is not None and own_counter:
+                after_seq = self._resume_point(after_seq)
+            if after_seq is not None:
+                self.delivered_seq = after_seq
+            self.connection = connection
+            await self._flush()
+            if self.connection is not connection:
+                raise StreamClosed
 
     def detach(self, connection: SseConnection) -> None:
         """Forget ``connection`` if it is the live one."""

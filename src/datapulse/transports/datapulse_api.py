@@ -46,7 +46,7 @@ from datapulse.transports._http import (
     send_json,
 )
 from datapulse.transports._negotiation import accepts, is_valid_datapulse_session_id, parse_last_event_id
-from datapulse.transports._sse_codec import encode_data_event, encode_retry
+from datapulse.transports._sse_codec import encode_data_event, encode_event, encode_retry
 from datapulse.transports._streaming import end_sse, hold_open, start_sse
 
 log = logging.getLogger("datapulse.transport.api")
@@ -78,6 +78,7 @@ class ApiSession(LiveSession):
             runtime.settings.outbound_queue_max_messages,
             self._next_seq,
             self.journal,
+            overflow_notice=overflow_event,
         )
         self._accepted = 0  # requests accepted whose result is not emitted yet
 
@@ -176,7 +177,7 @@ async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: 
     settings = runtime.settings
     after_seq: int | None = None
     resume = parse_last_event_id(header(scope, b"last-event-id"))
-    if resume is not None and resume[0] == session.events.key and session.events.knows(resume[1]):
+    if resume is not None and resume[0] == session.events.key:
         after_seq = resume[1]
     cancel = anyio.CancelScope()
     connection = SseConnection(
@@ -191,7 +192,7 @@ async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: 
         await start_sse(send)
         await connection.write(encode_retry(settings.retry_ms))
         session.activate()
-        await session.events.attach(connection, after_seq)
+        await session.events.attach(connection, after_seq, own_counter=True)
         reason = await hold_open(receive, connection, cancel, settings.keepalive_interval_s)
     except StreamClosed:
         reason = connection.close_reason or "stream closed"
@@ -249,10 +250,10 @@ async def restore(runtime: Runtime, record: SessionRecord) -> ApiSession:
     with the same event ids, and every stored result can be replayed with ``Last-Event-ID``."""
     session = ApiSession(record.session_id, record.principal, runtime, epoch=record.epoch)
     if session.journal is not None:
-        for key, seq, frame in await session.journal.read_all():
-            session._seq = max(session._seq, seq)
-            if key == session.events.key:
-                session.events.restore(seq, frame)
+        for entry in await session.journal.read_all():
+            session._seq = max(session._seq, entry.seq)
+            if entry.stream_key == session.events.key:
+                session.events.restore(entry.seq, entry.frame, entry.delivered_seq)
     return session
 
 
@@ -295,6 +296,21 @@ def parse_api_message(obj: Any) -> tuple[str | int, str, dict[str, Any]]:
     return request_id, method, {"name": name, "arguments": arguments}
 
 
+def overflow_event(dropped: int) -> bytes:
+    """The error event (no event id) that tells a client its stream's cap dropped ``dropped`` undelivered
+    events: ``{"type": "error", "request_id": null, "error": "...", "dropped": N}``."""
+    text = _jsonrpc.dumps(
+        {
+            "type": "error",
+            "request_id": None,
+            "error": f"{dropped} events were dropped: more than the session's cap waited for a stream "
+            "(outbound_queue_max_messages); keep GET /events connected",
+            "dropped": dropped,
+        }
+    )
+    return encode_event(text)
+
+
 def api_result_event(message_type: str, request_id: str | int, response_text: str | None) -> dict[str, Any]:
     """Shape an MCP response as the seed's stream event.
 
@@ -321,8 +337,13 @@ def api_result_event(message_type: str, request_id: str | int, response_text: st
 
 async def _stateless_jsonrpc(runtime: Runtime, scope: Scope, send: Send, message: _jsonrpc.Message) -> None:
     """Answer a JSON-RPC request on ``POST /message`` (no session) in the HTTP response itself."""
+    if isinstance(message, _jsonrpc.Response):
+        raise InvalidRequest(
+            "Invalid Request: a JSON-RPC response was POSTed to /message without session_id, where no request of "
+            "the server waits for it; send responses to the session that asked (POST /messages?session_id=...)"
+        )
     if not isinstance(message, _jsonrpc.Request):
-        await send_bytes(send, 202, b"", headers=())
+        await send_bytes(send, 202, b"", headers=())  # a notification: acknowledged, nothing to answer
         return
     session = _StatelessSession(runtime)
     response = await dispatch(

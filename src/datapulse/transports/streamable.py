@@ -37,7 +37,7 @@ from datapulse.errors import (
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import REQUEST_CANCELLED, LiveSession
 from datapulse.sessions.registry import SessionKind, SessionRecord
-from datapulse.sessions.streams import EventStream, SseConnection
+from datapulse.sessions.streams import EventJournal, EventStream, JournalEntry, SseConnection
 from datapulse.transports import _jsonrpc, modern
 from datapulse.transports._dispatch import dispatch
 from datapulse.transports._http import (
@@ -92,7 +92,7 @@ class StreamableSession(LiveSession):
         self.journal = runtime.journal(session_id)
         self._seq = 0
         self._stream_no = 0
-        self.standalone = EventStream(self.epoch + STANDALONE_SUFFIX, self._history_max, self._next_seq, self.journal)
+        self.standalone = self._stream(self.epoch + STANDALONE_SUFFIX, self.journal)
         self.request_streams: OrderedDict[str, EventStream] = OrderedDict()
 
     def _make_connection(self) -> _sdk.Connection:
@@ -105,14 +105,15 @@ class StreamableSession(LiveSession):
         connection.initialized.set()
         return connection
 
-    def restore_events(self, events: list[tuple[str, int, bytes]]) -> None:
-        """Rebuild the stream histories from journal entries ``(stream key, seq, frame)`` after a takeover:
-        the standalone stream continues, request streams come back finished (their handlers died)."""
+    def restore_events(self, events: list[JournalEntry]) -> None:
+        """Rebuild the stream histories from journal entries after a takeover: the standalone stream continues
+        (what it had not delivered waits for the next GET), request streams come back finished (their
+        handlers died)."""
         request_prefix = self.epoch + REQUEST_STREAM_MARK
-        for key, seq, frame in events:
+        for key, seq, frame, delivered_seq in events:
             self._seq = max(self._seq, seq)
             if key == self.standalone.key:
-                self.standalone.restore(seq, frame)
+                self.standalone.restore(seq, frame, delivered_seq)
                 continue
             number = key[len(request_prefix) :]
             if not key.startswith(request_prefix) or not number.isdigit():
@@ -120,9 +121,12 @@ class StreamableSession(LiveSession):
             self._stream_no = max(self._stream_no, int(number))
             stream = self.request_streams.get(key)
             if stream is None:
-                stream = self.request_streams[key] = EventStream(key, self._history_max, self._next_seq)
+                stream = self.request_streams[key] = self._stream(key, None)
                 stream.finished = True
-            stream.restore(seq, frame)
+            stream.restore(seq, frame, seq)
+
+    def _stream(self, key: str, journal: EventJournal | None) -> EventStream:
+        return EventStream(key, self._history_max, self._next_seq, journal, overflow_notice=overflow_notification)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -132,7 +136,7 @@ class StreamableSession(LiveSession):
         """A new resumable stream for one POSTed request (the last `RECENT_REQUEST_STREAMS` are kept)."""
         self._stream_no += 1
         key = f"{self.epoch}{REQUEST_STREAM_MARK}{self._stream_no}"
-        stream = EventStream(key, self._history_max, self._next_seq, self.journal)
+        stream = self._stream(key, self.journal)
         self.request_streams[stream.key] = stream
         while len(self.request_streams) > RECENT_REQUEST_STREAMS:
             self.request_streams.popitem(last=False)
@@ -382,6 +386,22 @@ async def _delete(runtime: Runtime, scope: Scope, send: Send) -> None:
     session = await runtime.sessions.lookup(_require_session_id(scope), principal_of(scope).key, StreamableSession)
     await runtime.sessions.close(session.id, "client sent DELETE")
     await send_empty(send, 200)
+
+
+def overflow_notification(dropped: int) -> bytes:
+    """The SSE frame (no event id) that tells a client its stream's cap dropped ``dropped`` undelivered
+    messages: a ``notifications/message`` at level ``error`` from logger ``datapulse`` (spec 2025-11-25
+    server/utilities/logging), data ``{"error": "...", "dropped": N}``."""
+    params = {
+        "level": "error",
+        "logger": "datapulse",
+        "data": {
+            "error": f"{dropped} messages were dropped: more than the stream's cap waited for a client "
+            "(outbound_queue_max_messages); keep the GET stream open",
+            "dropped": dropped,
+        },
+    }
+    return encode_message_event(notification_json("notifications/message", params))
 
 
 async def _never(_message_json: str) -> None:
