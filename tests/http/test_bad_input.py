@@ -121,6 +121,7 @@ async def test_unknown_methods_are_32601_and_seed_aliases_name_the_mcp_method(se
         modern_alias = await client.post("/mcp", json=body, headers=modern_headers("callTool"))
         assert modern_alias.status_code == 404
         assert error_of(modern_alias)["code"] == -32601
+        assert "'tools/call'" in error_of(modern_alias)["message"]
 
         stateless = await client.post("/message", content=jsonrpc("tools/frobnicate"), headers=JSON)
         assert stateless.status_code == 200
@@ -284,3 +285,16 @@ async def test_nothing_in_a_hostile_burst_produces_a_500(server: RunningServer) 
 
 def _api(message_type: str, request_id: str = "r1", data: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"type": message_type, "request_id": request_id, "data": data or {}}
+
+
+async def test_a_jsonrpc_response_posted_to_message_without_a_session_is_400_invalid_request(
+    server: RunningServer,
+) -> None:
+    async with server.client() as client:
+        for response in ({"jsonrpc": "2.0", "id": 1, "result": {}}, {"jsonrpc": "2.0", "id": 2, "error": {"code": 1}}):
+            refused = await client.post("/message", json=response)
+            assert refused.status_code == 400
+            assert error_of(refused)["code"] == -32600
+            assert "no request of the server waits for it" in error_of(refused)["message"]
+        notification = await client.post("/message", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert notification.status_code == 202

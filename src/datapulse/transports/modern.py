@@ -25,12 +25,12 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import Receive, Scope, Send
 
 from datapulse import _sdk
-from datapulse.errors import DataPulseError, InvalidRequest, NotAcceptable, StreamClosed
+from datapulse.errors import DataPulseError, InvalidRequest, MethodNotFound, NotAcceptable, StreamClosed
 from datapulse.runtime import Runtime
 from datapulse.sessions.streams import SseConnection
 from datapulse.transports import _jsonrpc
 from datapulse.transports._http import SSE_HEADERS, header, read_body, require_json_content_type, send_bytes, send_empty
-from datapulse.transports._negotiation import accepts
+from datapulse.transports._negotiation import accepts, resolve_method
 from datapulse.transports._sse_codec import PING_FRAME, encode_message_event, encode_retry
 
 log = logging.getLogger("datapulse.transport.modern")
@@ -272,6 +272,10 @@ def _ladder(
 ) -> _sdk.InboundLadderRejection | None:
     """The spec's request validation, in order: duplicated routing headers, the ``_meta`` envelope and
     header/body agreement (SDK classifier), then ``Mcp-Param-*`` headers against the tool's schema."""
+    try:
+        resolve_method(message.method, allow_aliases=False)
+    except MethodNotFound as exc:  # a seed alias (callTool): name the MCP method to use instead
+        return _sdk.InboundLadderRejection(code=exc.jsonrpc_code, message=exc.message, data=message.method)
     headers = _trimmed_headers(scope)
     duplicated = _sdk.find_duplicated_routing_header(headers.items())
     if duplicated is not None:
