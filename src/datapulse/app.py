@@ -52,6 +52,7 @@ from datapulse.request_state import RequestStateKeyError, install_request_state_
 from datapulse.runtime import Runtime
 from datapulse.security import Security, build_authenticator, build_security
 from datapulse.sessions.manager import SessionManager
+from datapulse.sessions.ordering import OrderingMiddleware
 from datapulse.sessions.registry import MemorySessionRegistry, SessionKind, SessionRecord
 from datapulse.tracing import request_span
 from datapulse.transports import auth_endpoints, datapulse_api, sse, streamable
@@ -364,10 +365,12 @@ async def _reap_forever(runtime: Runtime) -> None:
 
 
 def _install_observation(lowlevel: _sdk.Server[Any], metrics: Metrics, auditor: Auditor) -> None:
-    """Put the metrics/audit middleware first on the server's chain (it observes refusals by the others)."""
+    """Put the metrics/audit middleware first on the server's chain (it observes refusals by the others), and
+    the ordering middleware last (handlers begin in acceptance order; it marks the moment each returned)."""
     chain = lowlevel.middleware
-    chain[:] = [m for m in chain if not isinstance(m, ObservationMiddleware)]
+    chain[:] = [m for m in chain if not isinstance(m, ObservationMiddleware | OrderingMiddleware)]
     chain.insert(0, ObservationMiddleware(metrics, auditor))
+    chain.append(OrderingMiddleware())
 
 
 def build_auditor(settings: Settings, cluster: ClusterNode | None, node_id: str) -> Auditor:

@@ -20,6 +20,7 @@ from anyio import CancelScope
 from datapulse import _sdk
 from datapulse.notifications import CURRENT_SESSION
 from datapulse.sessions.lifecycle import SessionEvent, SessionState, is_open, transition
+from datapulse.sessions.ordering import Accepted, SessionOrder
 from datapulse.sessions.registry import SessionKind
 from datapulse.transports._jsonrpc import (
     RequestId,
@@ -157,11 +158,20 @@ class LiveSession:
         """Called when the last in-flight request ends (the session manager wakes its waiters: drain)."""
         self.resource_subscriptions: set[str] = set()
         """URIs this session subscribed to with ``resources/subscribe`` (handshake eras)."""
+        self._order: SessionOrder | None = None
         self.connection = self._make_connection()
         self.runner: _sdk.ServerRunner[Any] = _sdk.ServerRunner(server, self.connection, lifespan_state)
 
     def _make_connection(self) -> _sdk.Connection:
         return _sdk.Connection.for_loop(self, session_id=self.id)
+
+    def accept(self) -> Accepted:
+        """Place one request in this session's order (before acknowledging it): its handler begins after those
+        of the requests accepted before it, and its result leaves in the order handlers finished (see
+        `datapulse.sessions.ordering`; the order is made on first use, so an idle session holds nothing)."""
+        if self._order is None:
+            self._order = SessionOrder()
+        return Accepted(self._order)
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     @property

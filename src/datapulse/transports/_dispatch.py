@@ -9,7 +9,8 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import Scope
 
 from datapulse import _sdk
-from datapulse.errors import MethodNotFound
+from datapulse.errors import MethodNotFound, Unavailable
+from datapulse.runtime import Runtime
 from datapulse.sessions.live import Emit, LegacyDispatchContext, LiveSession
 from datapulse.transports._jsonrpc import Message, Notification, Request, Response, error_json
 from datapulse.transports._negotiation import resolve_method
@@ -80,3 +81,20 @@ async def dispatch(
     )
     session.activate()
     return await session.handle_request(dctx, method, message.params)
+
+
+def refuse_while_draining(runtime: Runtime) -> None:
+    """Refuse a request that would be acknowledged before it is handled (``POST /message``, ``POST /messages``)
+    once this instance drains: its handler might not have begun when the drain hands the session over or
+    closes it, and an acknowledged request must not vanish. The client retries; in cluster mode the session
+    then continues on another instance.
+
+    Raises:
+        Unavailable: the instance is draining (503, ``Retry-After: 1``).
+    """
+    if runtime.draining:
+        raise Unavailable(
+            "Service Unavailable: this instance is draining; retry and the session continues on another instance "
+            "(or on this one once it is back)",
+            headers={"Retry-After": "1"},
+        )

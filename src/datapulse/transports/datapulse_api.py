@@ -32,10 +32,11 @@ from datapulse.errors import (
 )
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import LiveSession
+from datapulse.sessions.ordering import deliver_in_order
 from datapulse.sessions.registry import SessionKind, SessionRecord
 from datapulse.sessions.streams import EventStream, SseConnection
 from datapulse.transports import _jsonrpc
-from datapulse.transports._dispatch import dispatch, dispatch_context
+from datapulse.transports._dispatch import dispatch, dispatch_context, refuse_while_draining
 from datapulse.transports._http import (
     header,
     query_param,
@@ -234,15 +235,25 @@ async def handle_message(runtime: Runtime, scope: Scope, receive: Receive, send:
         )
     request_id, method, params = parse_api_message(obj)
     session = await _open_or_find(runtime, scope, session_id)
+    refuse_while_draining(runtime)
     session.reserve(runtime.settings.outbound_queue_max_messages)
-    await send_json(send, 202, {"status": "queued", "request_id": request_id})
+    accepted = session.accept()  # before the 202: the client may send its next message as soon as it has it
+    try:
+        await send_json(send, 202, {"status": "queued", "request_id": request_id})
+    except BaseException:
+        accepted.end()
+        raise
     message_type = obj["type"]
     dctx = dispatch_context(
         session, scope, request_id, params, None, transport_kind=TRANSPORT_KIND, can_send_request=False
     )
     session.activate()
-    response_text = await session.handle_request(dctx, method, params)
-    await session.emit_event(api_result_event(message_type, request_id, response_text))
+
+    async def deliver(response_text: str | None) -> None:
+        await session.emit_event(api_result_event(message_type, request_id, response_text))
+
+    # Handlers begin in acceptance order; results leave in the order they finished (sessions/ordering.py).
+    await deliver_in_order(accepted, lambda: session.handle_request(dctx, method, params), deliver)
 
 
 async def restore(runtime: Runtime, record: SessionRecord) -> ApiSession:

@@ -20,10 +20,11 @@ from datapulse.auth.principal import principal_of
 from datapulse.errors import InvalidRequest, MissingSessionId, NotAcceptable, StreamClosed
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import LiveSession
+from datapulse.sessions.ordering import deliver_in_order
 from datapulse.sessions.registry import SessionKind
 from datapulse.sessions.streams import SseConnection
 from datapulse.transports import _jsonrpc
-from datapulse.transports._dispatch import dispatch
+from datapulse.transports._dispatch import dispatch, refuse_while_draining
 from datapulse.transports._http import header, query_param, read_body, require_json_content_type, send_bytes
 from datapulse.transports._jsonrpc import notification_json
 from datapulse.transports._negotiation import accepts, is_valid_session_id
@@ -134,7 +135,22 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     require_json_content_type(scope)
     body = await read_body(scope, receive, runtime.settings.max_body_bytes)
     message = _jsonrpc.classify(_jsonrpc.loads(body))
-    await send_bytes(send, 202, b"Accepted", headers=((b"content-type", b"text/plain; charset=utf-8"),))
-    response = await dispatch(session, scope, message, session.emit, transport_kind=TRANSPORT_KIND, allow_aliases=True)
-    if response is not None:
-        await session.emit(response)
+    if isinstance(message, _jsonrpc.Request):  # answers and notifications still reach a draining session
+        refuse_while_draining(runtime)
+    accepted = session.accept()  # before the 202: the client may send its next message as soon as it has it
+    try:
+        await send_bytes(send, 202, b"Accepted", headers=((b"content-type", b"text/plain; charset=utf-8"),))
+    except BaseException:
+        accepted.end()
+        raise
+
+    async def deliver(response: str | None) -> None:
+        if response is not None:
+            await session.emit(response)
+
+    # Handlers begin in acceptance order; responses leave in the order they finished (sessions/ordering.py).
+    await deliver_in_order(
+        accepted,
+        lambda: dispatch(session, scope, message, session.emit, transport_kind=TRANSPORT_KIND, allow_aliases=True),
+        deliver,
+    )
