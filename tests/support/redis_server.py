@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator
@@ -25,11 +26,16 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` (no persistence) on ``port``; `stop` and `start` restart it on the same port."""
+    """One ``redis-server`` on ``port``; `stop` and `start` restart it on the same port.
 
-    def __init__(self, port: int, workdir: Path, password: str | None = None) -> None:
+    No persistence by default (a restart comes back empty); with ``appendonly`` every write is in the AOF,
+    fsynced before Redis answers, so a restart keeps everything (``appendfsync always``).
+    """
+
+    def __init__(self, port: int, workdir: Path, password: str | None = None, *, appendonly: bool = False) -> None:
         self.port = port
         self.password = password
+        self.appendonly = appendonly
         self._workdir = workdir
         self._process: Process | None = None
 
@@ -47,7 +53,8 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else ["--appendonly", "no"]
         args += ["--dir", str(self._workdir)]
         if self.password:
             args += ["--requirepass", self.password]
@@ -65,6 +72,16 @@ class RedisServer:
                         await anyio.sleep(0.02)  # polling a starting process: no event to wait on
         finally:
             await client.aclose()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing is answered, as in a long GC pause."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Thaw a paused server (SIGCONT)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
 
     async def stop(self) -> None:
         """Kill the server (as a crash would) and wait for it to exit."""

@@ -8,7 +8,7 @@ and an unreachable backend answers 502. It runs under uvicorn inside the test's 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -23,6 +23,13 @@ CONNECT_TIMEOUT_S = 5.0
 SHUTDOWN_TIMEOUT_S = 10
 # Hop-by-hop headers (RFC 9110 section 7.6.1) are never forwarded; neither is Host (httpx2 sets the backend's).
 _HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade"})
+
+
+async def _send_502(send: Send, reason: str) -> None:
+    body = f"502 Bad Gateway: {reason}\n".encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 502, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _end_of_body() -> Message:
@@ -44,11 +51,16 @@ def _forwardable(name: bytes) -> bool:
 
 @dataclass
 class RoundRobinProxy:
-    """A running proxy: its base URL and how many requests each backend was sent (by index in `backends`)."""
+    """A running proxy: its base URL and how many requests each backend was sent (by index in `backends`).
+
+    ``cut()`` ends every request in flight at once, as a load balancer that drops its connections does: open
+    SSE streams end mid-stream (the client sees the response end) and pending requests fail.
+    """
 
     url: str
     backends: tuple[str, ...]
     hits: list[int]
+    cut: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -69,12 +81,21 @@ class _ProxyApp:
         index = self._next % len(self.backends)
         self._next += 1
         self.hits[index] += 1
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         with anyio.CancelScope() as request_scope:
             self._active.add(request_scope)
             try:
-                await self._proxy(self.backends[index], scope, receive, send)
+                await self._proxy(self.backends[index], scope, receive, tracked)
             finally:
                 self._active.discard(request_scope)
+        if request_scope.cancelled_caught and not started:  # cut before any answer: a gateway error, not a 500
+            await _send_502(send, "the proxy cut this request before the backend answered")
 
     def cancel_all(self) -> None:
         """Cancel every request in flight (open SSE streams must not hold up shutdown)."""
@@ -126,18 +147,7 @@ class _ProxyApp:
         except _ClientGone:
             return
         except httpx2.TransportError as exc:
-            body = f"502 Bad Gateway: backend {backend} failed ({type(exc).__name__}: {exc})\n".encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 502,
-                    "headers": [
-                        (b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", b"%d" % len(body)),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await _send_502(send, f"backend {backend} failed ({type(exc).__name__}: {exc})")
             return
         try:
             headers = [(k, v) for k, v in response.headers.raw if _forwardable(k)]
@@ -194,7 +204,7 @@ async def round_robin_proxy(backends: Sequence[str]) -> AsyncIterator[RoundRobin
         with anyio.fail_after(STARTUP_TIMEOUT_S):
             await server.ready.wait()
         try:
-            yield RoundRobinProxy(f"http://127.0.0.1:{server.port}", bases, hits)
+            yield RoundRobinProxy(f"http://127.0.0.1:{server.port}", bases, hits, app.cancel_all)
         finally:
             app.cancel_all()
             server.should_exit = True
