@@ -8,7 +8,7 @@ run started), and what the nemesis did (`Fault`s). Each client writes:
 * ``result``: ``item`` arrived, on connection ``conn``, with event sequence number ``seq`` (None: the transport
   has no event ids), carrying ``tag``, the name of the client whose request produced it;
 * ``indeterminate``: a request whose acceptance is unknown (the connection broke before an answer): its items
-  may arrive or not, but at most once;
+  may arrive or not, but at most once (it withdraws an earlier ``expect`` of the same item);
 * ``session``: the client's session ended and a new one began (``detail`` says why); what the old session owed
   and had not delivered is counted as ``lost with session``, allowed only where the transport cannot resume
   (2024-11-05 HTTP+SSE) or the session was lost with Redis's data (``detail`` says so);
@@ -53,6 +53,8 @@ class Record:
     seq: int | None = None
     tag: str = ""
     detail: str = ""
+    stream: str = ""
+    """Which of the client's logical streams carried the result: order is compared only within one."""
     finished_ns: int = 0
     """When the tool that produced a result returned (CLOCK_MONOTONIC, shared by the machine's processes); 0:
     not known."""
@@ -176,14 +178,15 @@ def _check_client(records: list[Record], kills: list[float], transport: str) -> 
         expected: dict[str, Record] = {}
         maybe: set[str] = set()
         seen: Counter[str] = Counter()
-        highest_order = -1
-        arrived: list[Record] = []
+        highest_order: dict[str, int] = defaultdict(lambda: -1)
+        arrived: dict[str, list[Record]] = defaultdict(list)
         last_seq: dict[int, int] = {}
         for record in session:
             if record.kind == "expect":
                 expected[record.item] = record
-            elif record.kind == "indeterminate":
+            elif record.kind == "indeterminate":  # also withdraws an earlier expect of the same item
                 maybe.add(record.item)
+                expected.pop(record.item, None)
                 report.indeterminate += 1
             elif record.kind == "result":
                 seen[record.item] += 1
@@ -192,10 +195,10 @@ def _check_client(records: list[Record], kills: list[float], transport: str) -> 
                     continue
                 if record.tag and record.tag != record.client:
                     report.leaked.append(record.item)
-                if record.order < highest_order:
+                if record.order < highest_order[record.stream]:
                     overtaken_by = [
                         other
-                        for other in arrived
+                        for other in arrived[record.stream]
                         if other.order > record.order
                         and not (record.finished_ns and other.finished_ns and other.finished_ns < record.finished_ns)
                     ]
@@ -205,8 +208,8 @@ def _check_client(records: list[Record], kills: list[float], transport: str) -> 
                             f"{record.item} (conn {record.conn}, event {record.seq}, finished {record.finished_ns}) "
                             f"after {other.item} (conn {other.conn}, event {other.seq}, finished {other.finished_ns})"
                         )
-                highest_order = max(highest_order, record.order)
-                arrived.append(record)
+                highest_order[record.stream] = max(highest_order[record.stream], record.order)
+                arrived[record.stream].append(record)
                 if record.seq is not None:
                     previous = last_seq.get(record.conn)
                     if previous is not None and record.seq <= previous:

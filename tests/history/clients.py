@@ -114,13 +114,15 @@ class Client:
         self.recorder = recorder
         self.pace = pace
         self.owed: set[str] = set()
+        self.seen: set[str] = set()
         self.settled = anyio.Event()
 
     def record(self, kind: RecordKind, item: str = "", **fields: Any) -> None:
         self.recorder.add(self.name, kind, item, **fields)
-        if kind == "expect":
+        if kind == "expect" and item not in self.seen:  # (a result may come before its request's answer)
             self.owed.add(item)
         elif kind == "result":
+            self.seen.add(item)
             self.owed.discard(item)
         if self.pace.stop_sending.is_set() and not self.owed:
             self.settled.set()
@@ -128,6 +130,7 @@ class Client:
     def new_session(self, why: str) -> None:
         self.recorder.add(self.name, "session", detail=why)
         self.owed.clear()
+        self.seen.clear()
 
     async def run(self, settle_timeout_s: float) -> None:
         """Send until told to stop, then wait (at most ``settle_timeout_s``) for everything owed."""
@@ -216,18 +219,97 @@ class ApiClient(Client):
 class StreamableClient(Client):
     transport = "streamable-http-2025"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.session_id: str | None = None
+        self.standalone_session: str | None = None  # the session the standalone stream's last event id is of
+        self.standalone_last: str | None = None
+
     async def loop(self) -> None:
-        session_id: str | None = None
-        for n in itertools.count(1):
-            if self.pace.stop_sending.is_set():
-                return
+        """Odd n: a ``steps`` call streamed on its own response; even n: ``announce``, whose message rides the
+        session's standalone GET stream, which a reader holds open and resumes."""
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.standalone_forever)
+            for n in itertools.count(1):
+                if self.pace.stop_sending.is_set():
+                    break
+                if self.session_id is None:
+                    self.session_id = await self.initialize()
+                    if self.session_id is None:
+                        await anyio.sleep(RETRY_PAUSE_S)
+                        continue
+                if n % 2:
+                    self.session_id = await self.call(self.session_id, n)
+                else:
+                    self.session_id = await self.announce(self.session_id, n)
+                await anyio.sleep(self.pace.interval_s)
+            await anyio.sleep_forever()  # the reader goes on until everything owed arrived (run() ends it)
+
+    async def announce(self, session_id: str, n: int) -> str | None:
+        item = f"a{n}"
+        self.record("expect", item, order=n, stream="standalone")
+        params = {"name": "announce", "arguments": {"client": self.name, "n": n}}
+        try:
+            response = await self.http.post(
+                "/mcp", content=jsonrpc("tools/call", params, request_id=f"a{n}"), headers=legacy_headers(session_id)
+            )
+            body = await response.aread()
+        except (httpx2.HTTPError, OSError) as exc:
+            self.indeterminate(item, n, outcome(exc))
+            return session_id
+        if response.status_code == 404:
+            self.new_session("404: session not found")
+            return None
+        if response.status_code != 200 or b'"announced"' not in body:
+            # Refused (503, 502), or the handler died with its instance before announcing: not owed.
+            self.indeterminate(item, n, f"announce {response.status_code}")
+        return session_id
+
+    def indeterminate(self, item: str, n: int, detail: str) -> None:
+        """An item recorded as expected turned out uncertain (its request failed in an unknown state)."""
+        self.owed.discard(item)
+        self.record("indeterminate", item, order=n, detail=detail)
+
+    async def standalone_forever(self) -> None:
+        while True:
+            session_id = self.session_id
             if session_id is None:
-                session_id = await self.initialize()
-                if session_id is None:
-                    await anyio.sleep(RETRY_PAUSE_S)
-                    continue
-            session_id = await self.call(session_id, n)
-            await anyio.sleep(self.pace.interval_s)
+                await anyio.sleep(RETRY_PAUSE_S)
+                continue
+            if self.standalone_session != session_id:
+                self.standalone_session, self.standalone_last = session_id, None
+            headers = legacy_headers(session_id)
+            if self.standalone_last is not None:
+                headers["Last-Event-ID"] = self.standalone_last
+            conn = next(_conn_ids)
+            try:
+                async with sse_stream(self.http, "GET", "/mcp", headers=headers) as reader:
+                    status = reader.response.status_code
+                    if status != 200:
+                        self.record("error", detail=f"GET /mcp stream {status}")
+                    else:
+                        async for event in events(reader, self.pace):
+                            if self.standalone_session != session_id:
+                                break
+                            self.standalone_last = event.event_id or self.standalone_last
+                            self.on_standalone(event, conn)
+            except (httpx2.HTTPError, OSError) as exc:
+                self.record("error", detail=f"GET /mcp stream {outcome(exc)}")
+            await anyio.sleep(RETRY_PAUSE_S)
+
+    def on_standalone(self, event: SseEvent, conn: int) -> None:
+        if not event.data:
+            return
+        message = json.loads(event.data)
+        if message.get("method") != "notifications/message":
+            return
+        data = message["params"].get("data")
+        if isinstance(data, dict) and "n" in data:
+            n = int(data["n"])
+            tag = str(data.get("client", ""))
+            self.record(
+                "result", f"a{n}", order=n, conn=conn, seq=event_seq(event.event_id), tag=tag, stream="standalone"
+            )
 
     async def initialize(self) -> str | None:
         try:
@@ -282,7 +364,7 @@ class StreamableClient(Client):
 
     def expect(self, items: list[str], n: int) -> None:
         for index, item in enumerate(items):
-            self.record("expect", item, order=n * 10 + index)
+            self.record("expect", item, order=n * 10 + index, stream=f"c{n}")
 
     async def resume(self, session_id: str, n: int, last_event_id: str | None) -> str | None:
         """Resume a cut response stream with GET + Last-Event-ID until the result arrives (bounded)."""
@@ -319,12 +401,16 @@ class StreamableClient(Client):
         seq = event_seq(event_id)
         if message.get("method") == "notifications/progress":
             step = int(message["params"]["progress"])
-            self.record("result", f"{req}#{step}", order=n * 10 + step - 1, conn=conn, seq=seq, tag=self.name)
+            self.record(
+                "result", f"{req}#{step}", order=n * 10 + step - 1, conn=conn, seq=seq, tag=self.name, stream=req
+            )
             return False
         if message.get("id") == req:
             if "result" in message:
                 text = message["result"]["content"][0]["text"]
-                self.record("result", req, order=n * 10 + STEPS, conn=conn, seq=seq, tag=text.split("|", 1)[0])
+                self.record(
+                    "result", req, order=n * 10 + STEPS, conn=conn, seq=seq, tag=text.split("|", 1)[0], stream=req
+                )
             else:
                 self.record("error", detail=f"tools/call error {message['error'].get('code')}")
                 self.owed.difference_update({req, *(f"{req}#{s}" for s in range(1, STEPS + 1))})
