@@ -47,12 +47,13 @@ groups=(--no-default-groups)
 
 if ((with_tests)); then
   bash scripts/install-node.sh
-  if ! command -v redis-server >/dev/null; then  # the cluster tests start real Redis servers
+  if ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/null; then  # the cluster tests start real Redis servers and sentinels
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel >/dev/null
       service redis-server stop >/dev/null 2>&1 || true  # the tests start their own on free ports
+      service redis-sentinel stop >/dev/null 2>&1 || true
     else
-      echo "install.sh: redis-server is needed by the cluster tests: install it (apt-get install redis-server)" >&2
+      echo "install.sh: redis-server and redis-sentinel are needed by the cluster tests: install them (apt-get install redis-server redis-sentinel)" >&2
       exit 1
     fi
   fi

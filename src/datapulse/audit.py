@@ -207,7 +207,8 @@ class RedisStreamSink:
     once per failure streak (later failures at debug; recovery at info).
 
     Args:
-        redis: a ``redis.asyncio.Redis`` client; owned by the caller (`aclose` does not close it).
+        redis: a ``redis.asyncio.Redis`` client, plain or Sentinel-backed (`datapulse.cluster.store.connect`:
+            records go to the current master); owned by the caller (`aclose` does not close it).
         key: the stream key (e.g. ``dp:audit``).
         max_len: approximate cap on the stream's length (entries), > 0.
 

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from datapulse.cluster.redis_url import check_redis_url
+
 CommaList = Annotated[list[str], NoDecode]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -182,8 +184,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("redis_url", "DATAPULSE_REDIS_URL", "REDIS_URL"),
-        description="Cluster mode: redis:// or rediss:// URL (may carry a password) shared by every instance. "
-        "Empty: single-process mode. Alias: REDIS_URL.",
+        description="Cluster mode: redis://, rediss:// or unix:// URL (may carry a password) shared by every "
+        "instance, or a Redis Sentinel URL redis+sentinel://[:password@]host:26379,host:26379/service_name[/db] "
+        "(rediss+sentinel:// for TLS). Empty: single-process mode. Alias: REDIS_URL.",
     )
     redis_key_prefix: str = Field(
         default="dp", pattern=r"^[A-Za-z0-9_.-]{1,32}$", description="Prefix of every Redis key and channel."
@@ -272,9 +275,7 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value():
-            scheme = value.get_secret_value().partition("://")[0]
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+            check_redis_url(value.get_secret_value())
         return value
 
     @field_validator("root_path")

@@ -142,7 +142,8 @@ class RateLimiter:
         default_tool: limits for tools matching no glob.
         redis: the cluster's client (`datapulse.cluster.store.connect`); None keeps counts in this
             process. The limiter shares the client's connection pool, so its timeouts, retry policy
-            and credentials; the caller keeps owning and closing the client.
+            and credentials, and with a Sentinel URL its master discovery (counts follow a failover to
+            the promoted replica); the caller keeps owning and closing the client.
         key_prefix: the cluster key prefix; keys go under ``<key_prefix>:rl:``.
     """
 
@@ -163,7 +164,8 @@ class RateLimiter:
             self._storage = MemoryStorage()
         else:
             # limits builds its own redis.asyncio.Redis; handing it our pool shares connections and
-            # their settings (socket timeouts, retry, auth). The pool stays ours to close.
+            # their settings (socket timeouts, retry, auth; behind Sentinel, the pool that asks the sentinels
+            # for the master, so no separate async+redis+sentinel:// storage). The pool stays ours to close.
             options: dict[str, Any] = {"connection_pool": redis.connection_pool}
             self._storage = RedisStorage(
                 "async+redis://", implementation="redispy", key_prefix=f"{key_prefix}:rl", **options

@@ -21,13 +21,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from datapulse.cluster.redis_url import SentinelUrl, is_sentinel_url, parse_sentinel_url
 from datapulse.cluster.timed_redis import TimedRedis
 from datapulse.errors import Unavailable
 
@@ -56,22 +59,65 @@ def store_errors(what: str) -> Iterator[None]:
 
 
 def connect(url: str, timeout_s: float) -> TimedRedis:
-    """A Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``, password in the URL).
+    """A Redis client for ``url``: ``redis://``, ``rediss://`` or ``unix://`` (password in the URL), or a Sentinel
+    URL ``redis+sentinel://[[user]:password@]host[:port],host[:port]/service_name[/db]`` (``rediss+sentinel://``
+    for TLS; syntax in `datapulse.cluster.redis_url`).
 
-    Every command is bounded by ``timeout_s`` (connect and read); a connection found dead (for
-    example after a Redis restart) is retried once on a fresh connection, so the first request
-    after Redis comes back succeeds. Set the client's ``observer`` to time each command (`TimedRedis`).
+    Every command is bounded by ``timeout_s`` (connect and read); a connection found dead (for example after a
+    Redis restart) is retried once on a fresh connection, so the first request after Redis comes back succeeds.
+    With Sentinel the client always talks to the current master: each new connection asks the sentinels for
+    the master's address (each sentinel bounded by ``timeout_s``, tried in turn), so after a failover the retry,
+    and every later connection, reach the promoted replica. The client owns its sentinel connections and closes
+    them in ``aclose``. Set the client's ``observer`` to time each command (`TimedRedis`).
+
+    Raises:
+        ValueError: a malformed Sentinel URL (`parse_sentinel_url`); plain URLs are parsed by redis-py, which
+            raises ``ValueError`` too.
     """
-    client = TimedRedis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        health_check_interval=30,
-        decode_responses=False,
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        "health_check_interval": 30,
+        "decode_responses": False,
+    }
+    if is_sentinel_url(url):
+        return _connect_sentinel(parse_sentinel_url(url), timeout_s, options)
+    client = TimedRedis.from_url(url, **options)
     assert isinstance(client, TimedRedis)  # from_url builds an instance of the class it is called on
+    return client
+
+
+class _OwnSentinelPool(SentinelConnectionPool):
+    """A master pool that also closes the `Sentinel` (its connections to the sentinels) when it is closed."""
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
+def _connect_sentinel(target: SentinelUrl, timeout_s: float, options: dict[str, Any]) -> TimedRedis:
+    sentinel_options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    if target.sentinel_username is not None:
+        sentinel_options["username"] = target.sentinel_username
+    if target.sentinel_password is not None:
+        sentinel_options["password"] = target.sentinel_password
+    if target.ssl:
+        sentinel_options["ssl"] = True
+    master_options = dict(options, db=target.db, ssl=target.ssl)
+    if target.username is not None:
+        master_options["username"] = target.username
+    if target.password is not None:
+        master_options["password"] = target.password
+    # No retry on the sentinel clients: master discovery already moves on to the next sentinel.
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_options)
+    client = sentinel.master_for(
+        target.service_name, redis_class=TimedRedis, connection_pool_class=_OwnSentinelPool, **master_options
+    )
+    assert isinstance(client, TimedRedis)  # master_for builds an instance of redis_class
     return client
 
 
