@@ -96,13 +96,17 @@ class Accepted:
 
     async def begin(self) -> None:
         """Wait until every earlier accepted request's handler began, then count this one as begun."""
-        ticket = self.start_ticket
-        if ticket is not None:
+        if self.start_ticket is not None:
             try:
-                await self.order.start.wait_turn(ticket)
+                await self.order.start.wait_turn(self.start_ticket)
             finally:
-                self.start_ticket = None
-                self.order.start.release(ticket)
+                self.release_start()
+
+    def release_start(self) -> None:
+        """Count this request as begun (or ended before its handler): the next accepted one may begin."""
+        if self.start_ticket is not None:
+            self.order.start.release(self.start_ticket)
+            self.start_ticket = None
 
     def finished(self) -> None:
         if self.finish_ticket is None:
@@ -110,9 +114,7 @@ class Accepted:
 
     def end(self) -> None:
         """Release whatever this request still holds (idempotent)."""
-        if self.start_ticket is not None:
-            self.order.start.release(self.start_ticket)
-            self.start_ticket = None
+        self.release_start()
         if self.finish_ticket is not None:
             self.order.finish.release(self.finish_ticket)
             self.finish_ticket = None
@@ -133,9 +135,7 @@ async def deliver_in_order(
             value = await produce()
         finally:
             _CURRENT.reset(token)
-            if accepted.start_ticket is not None:  # refused before the handler: let the next one begin
-                accepted.order.start.release(accepted.start_ticket)
-                accepted.start_ticket = None
+            accepted.release_start()  # refused before the handler: let the next one begin
         if accepted.finish_ticket is not None:
             await accepted.order.finish.wait_turn(accepted.finish_ticket)
         await deliver(value)
