@@ -24,7 +24,8 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -43,7 +44,7 @@ from datapulse.cluster.bus import RedisSubscriptionBus
 from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
 from datapulse.config import ConfigurationError, Settings
-from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, RateLimited, Unavailable
+from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, RateLimited, SessionMoved, Unavailable
 from datapulse.logs import bind_log_context
 from datapulse.metrics import Metrics, metrics_endpoint
 from datapulse.observe import ObservationMiddleware
@@ -53,7 +54,7 @@ from datapulse.runtime import Runtime
 from datapulse.security import Security, build_authenticator, build_security
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.ordering import OrderingMiddleware
-from datapulse.sessions.registry import MemorySessionRegistry, SessionKind, SessionRecord
+from datapulse.sessions.registry import MemorySessionRegistry
 from datapulse.tracing import request_span
 from datapulse.transports import auth_endpoints, datapulse_api, sse, streamable
 from datapulse.transports._http import header, send_error, send_json
@@ -278,10 +279,14 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
         runtime.lifespan_state = state
         if cluster is not None:
 
-            def store_reset() -> None:
-                tasks.start_soon(_reinstate_sessions, runtime, cluster)
+            def store_back(lapsed: bool) -> None:
+                tasks.start_soon(partial(routing.reconcile, runtime, cluster, check_owners=lapsed))
 
-            cluster.on_store_reset = store_reset
+            def session_moved(session_id: str, owner: str) -> None:
+                tasks.start_soon(runtime.sessions.relinquish, session_id, f"another instance ({owner}) owns it now")
+
+            cluster.on_store_back = store_back
+            cluster.on_session_moved = session_moved
             await tasks.start(cluster.run)
         if runtime.cluster_bus is not None:
             tasks.start_soon(runtime.cluster_bus.run)  # not awaited: a Redis outage must not block startup
@@ -331,26 +336,6 @@ async def shutdown(runtime: Runtime) -> None:
             await sessions.release_all("instance draining; the session continues on another instance")
         else:
             await sessions.close_all("server shutting down")
-
-
-async def _reinstate_sessions(runtime: Runtime, cluster: ClusterNode) -> None:
-    """Write this instance's live sessions back to a Redis that lost them (so forwarding finds them again)."""
-    written = 0
-    now = runtime.sessions.clock()
-    try:
-        for session in runtime.sessions.live_sessions():
-            record = SessionRecord(session.id, session.kind, session.principal, now, cluster.node_id, session.epoch)
-            client_params = session.connection.client_params
-            if session.kind is SessionKind.STREAMABLE_HTTP and client_params is not None:
-                record = replace(
-                    record,
-                    protocol_version=session.connection.protocol_version,
-                    initialize_params=client_params.model_dump_json(by_alias=True, exclude_none=True),
-                )
-            written += await cluster.registry.reinstate(record, now)
-    except DataPulseError as exc:
-        log.warning("re-registering sessions stopped: %s", exc.message)
-    log.info("re-registered %d sessions after the cluster store was reset", written)
 
 
 async def _reap_forever(runtime: Runtime) -> None:
@@ -530,13 +515,11 @@ class _Endpoint:
                         "session over",
                         headers={"Retry-After": "1"},
                     )
-            if cluster is not None and not tunnelled:
-                session_id = routing.session_id_of(self.path, scope)
-                if session_id is not None and runtime.sessions.peek(session_id) is None:
-                    routed = await routing.route(runtime, cluster, session_id, scope, receive, send)
-                    if routed is None:
-                        return
-                    receive = routed
+            if cluster is not None:
+                routed = await _route_in_cluster(runtime, cluster, self.path, tunnelled, scope, receive, send)
+                if routed is None:
+                    return
+                receive = routed
             with (
                 bind_log_context(
                     request_id=(header(scope, b"x-request-id") or "")[:64] or secrets.token_hex(6),
@@ -554,6 +537,27 @@ class _Endpoint:
         finally:
             if release is not None:
                 release()
+
+
+async def _route_in_cluster(
+    runtime: Runtime, cluster: ClusterNode, path: str, tunnelled: bool, scope: Scope, receive: Receive, send: Send
+) -> Receive | None:
+    """Where a request in cluster mode is served: None when another instance answered it, else the ``receive``
+    to serve it with here.
+
+    A session held here is served here while this instance holds its heartbeat lease, and after it only once
+    the registry confirms the ownership (`routing.confirm_owner`). A request another instance forwarded for a
+    session no longer held here is answered `SessionMoved`, so that instance re-reads the owner.
+    """
+    session_id = routing.session_id_of(path, scope)
+    if session_id is None:
+        return receive
+    session = runtime.sessions.peek(session_id)
+    if session is not None and (cluster.holds_lease() or await routing.confirm_owner(runtime, cluster, session)):
+        return receive
+    if tunnelled:
+        raise SessionMoved()
+    return await routing.route(runtime, cluster, session_id, scope, receive, send)
 
 
 async def _send_if_not_started(send: Send, error: DataPulseError, *, log_as: Exception | None) -> None:
@@ -596,7 +600,8 @@ def refresh_gauges(runtime: Runtime) -> None:
 
 async def _ready(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
     """``GET /ready``: 200 when serving; 503 while starting, draining, or (cluster mode) when Redis does not
-    answer a PING within ``redis_timeout_s``. For load balancers and Kubernetes readiness probes."""
+    answer a PING within ``redis_timeout_s`` or this instance's channel is not subscribed (it resubscribes by itself
+    after an outage). For load balancers and Kubernetes readiness probes."""
     problems: list[str] = []
     if not runtime.running:
         problems.append("not started")
@@ -609,6 +614,9 @@ async def _ready(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -
                 await cluster.redis.ping()
         except Exception as exc:
             problems.append(f"cluster store (Redis) unreachable ({type(exc).__name__})")
+        else:
+            if not cluster.tunnels.channel_connected:
+                problems.append("cluster channel (Redis pub/sub) reconnecting: forwarded requests cannot reach here")
     status = 503 if problems else 200
     extra = ((b"retry-after", b"1"),) if problems else ()
     await send_json(send, status, {"status": "not ready" if problems else "ready", "problems": problems}, extra)
@@ -627,5 +635,6 @@ async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) 
             "node_id": runtime.node_id,
             "sessions": {kind.value: count for kind, count in sessions.items()},
             "streams": {kind.value: count for kind, count in streams.items()},
+            **({} if runtime.cluster is None else {"cluster": {"lease_held": runtime.cluster.holds_lease()}}),
         },
     )

@@ -173,6 +173,19 @@ class Unavailable(DataPulseError):
     jsonrpc_code = SERVER_ERROR
 
 
+class SessionMoved(Unavailable):
+    """This instance no longer owns the session: another instance took it over while this one was cut off from
+    the cluster store (its heartbeat lapsed). HTTP 503 with ``Retry-After: 1``; the retry reaches the new owner.
+    Between instances the response carries `SESSION_MOVED_HEADER`, so a forwarding instance re-reads the
+    session's owner instead of relaying it."""
+
+    def __init__(self, message: str = "Service Unavailable: this session moved to another instance; retry") -> None:
+        super().__init__(message, headers={"Retry-After": "1", SESSION_MOVED_HEADER: "1"})
+
+
+SESSION_MOVED_HEADER = "X-DataPulse-Session-Moved"
+
+
 class Internal(DataPulseError):
     pass
 

@@ -14,7 +14,10 @@ with ``Last-Event-ID`` whenever it has one (as the API's clients and the SDKs do
 * every frame written to a connection was in the journal before it was written (cluster mode), and so was
   every frame before it;
 * a stream restored from the journal (the owner died) continues: the client resumes on it with its last id
-  and the two properties above still hold.
+  and the two properties above still hold;
+* while the journal does not answer, frames are held, never written unjournaled; once it answers again
+  (`EventStream.flush_pending`), a connected client has them all, in order. Each dropped frame is announced
+  once, however often the client reconnects from the same id.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from datapulse.errors import Unavailable
 from datapulse.sessions.streams import EventStream, JournalEntry, SseConnection
 
 FRAME = re.compile(rb"id: (?P<key>[^\n]+)\.(?P<seq>\d+)\ndata: (?P<payload>\d+)\n\n")
@@ -37,15 +41,19 @@ KEY = "k"
 
 
 class MemoryJournal:
-    """An `EventJournal` in memory whose appends yield to the loop ``delay`` times first."""
+    """An `EventJournal` in memory whose appends yield to the loop ``delay`` times first, and fail as Redis's do
+    (`Unavailable`) while ``down``."""
 
     def __init__(self) -> None:
         self.entries: list[JournalEntry] = []
         self.delays: list[int] = []
+        self.down = False
 
     async def append(self, stream_key: str, events: Sequence[tuple[int, bytes]], delivered_seq: int) -> None:
         for _ in range(self.delays.pop() if self.delays else 0):
             await asyncio.sleep(0)
+        if self.down:
+            raise Unavailable("Service Unavailable: the cluster store (Redis) did not answer")
         self.entries.extend(JournalEntry(stream_key, seq, frame, delivered_seq) for seq, frame in events)
 
     async def read_all(self) -> list[JournalEntry]:
@@ -163,7 +171,21 @@ class EventStreamMachine(RuleBasedStateMachine):
     def client_drops_the_connection(self) -> None:
         self.drop_connection()
 
-    @precondition(lambda self: self.journal is not None)
+    @precondition(lambda self: self.journal is not None and not self.journal.down)
+    @rule()
+    def the_journal_stops_answering(self) -> None:
+        assert self.journal is not None
+        self.journal.down = True
+
+    @precondition(lambda self: self.journal is not None and self.journal.down)
+    @rule(write_delays=st.lists(st.integers(0, 3), max_size=6), emits=st.integers(0, 3))
+    def the_journal_answers_again_and_held_frames_go_out(self, write_delays: list[int], emits: int) -> None:
+        assert self.journal is not None
+        self.journal.down = False
+        self.client.write_delays = write_delays
+        self.run(self.stream.flush_pending(), *(self.emit() for _ in range(emits)))
+
+    @precondition(lambda self: self.journal is not None and not self.journal.down)
     @rule()
     def owner_dies_and_another_instance_restores_the_stream(self) -> None:
         assert self.journal is not None
@@ -199,7 +221,7 @@ class EventStreamMachine(RuleBasedStateMachine):
 
     @invariant()
     def a_connected_client_has_everything_emitted_except_what_was_announced(self) -> None:
-        if self.live is None or self.live.closed:
+        if self.live is None or self.live.closed or (self.journal is not None and self.journal.down):
             return
         missing = len(self.emitted) - len(self.client.received)
         assert missing == self.client.announced_drops

@@ -4,6 +4,14 @@ cluster-wide services built on them (session registry, tunnels, event journals).
 Liveness: every instance refreshes ``dp:{n:<node>}:alive`` (expiring after ``node_heartbeat_ttl_s``)
 three times per TTL, and deletes it on a clean shutdown, so a killed instance is declared dead at
 most one TTL after its last beat and a stopped one at once.
+
+Fencing: the heartbeat is also this instance's lease on its sessions. Other instances take a session over
+only when its owner's heartbeat is gone, which cannot happen before one TTL after the owner sent its last
+successful beat. So the owner serves its sessions without asking Redis while `holds_lease`; after that (Redis
+paused or unreachable for longer than the TTL) it confirms a session's owner before serving it, and the first
+beat that finds the heartbeat gone reconciles every session (`on_store_back`): those another instance took
+over are let go here, those Redis lost are written back. Journal appends are fenced by owner as well
+(`datapulse.cluster.journal`).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ log = logging.getLogger("datapulse.cluster")
 RECONNECT_BACKOFF_MAX_S = 2.0
 RECORD_CACHE_TTL_S = 2.0
 RECORD_CACHE_MAX = 50_000
+LEASE_FRACTION = 0.8
+"""The lease ends this fraction of a heartbeat TTL after the beat was sent (a margin for clock drift)."""
 
 
 class ClusterNode:
@@ -62,22 +72,42 @@ class ClusterNode:
         self.tunnels.owner_alive = self._alive_quietly
         self._records: dict[str, tuple[SessionRecord, float]] = {}
         self.listening = anyio.Event()
-        self.channel_connected = False
         self.retired = False
         """Set by `retire` (drain): the heartbeat is gone for good."""
-        self.on_store_reset: Callable[[], None] | None = None
-        """Called when Redis comes back without this instance's data (restarted or flushed), so the
-        instance can write its sessions' records again."""
+        self.lease_until = 0.0
+        """Monotonic time until which no other instance can take this one's sessions over (`holds_lease`)."""
+        self.on_store_back: Callable[[bool], None] | None = None
+        """Called after a beat succeeds that follows failed ones, or finds this instance's heartbeat gone, with
+        ``lapsed``: True when the heartbeat had expired (Redis paused or out of reach for longer than the TTL, or
+        restarted empty), so other instances may have taken sessions over and Redis may have lost records: the
+        instance then reconciles its sessions with the registry. Either way, events held while the journal did
+        not answer go out."""
+        self.on_session_moved: Callable[[str, str], None] | None = None
+        """Called with ``(session_id, new_owner)`` when a journal append finds that another instance owns a
+        session held here, so the instance lets its copy go."""
 
     def journal(self, session_id: str) -> RedisEventJournal:
         """The Redis event journal of ``session_id`` (its SSE events, for replay after a failover)."""
         settings = self.settings
+
+        def moved(owner: str) -> None:
+            if self.on_session_moved is not None:
+                self.on_session_moved(session_id, owner)
+
         return RedisEventJournal(
             self.redis,
             self.keys.events(session_id),
+            session_key=self.keys.session(session_id),
+            node_id=self.node_id,
             max_events=4 * settings.outbound_queue_max_messages,
             ttl_s=settings.event_history_ttl_s,
+            on_moved=moved,
         )
+
+    def holds_lease(self) -> bool:
+        """Whether this instance's sessions are certainly still its own: its last successful heartbeat was sent
+        less than one heartbeat TTL ago, so no other instance can have seen the heartbeat missing."""
+        return not self.retired and time.monotonic() < self.lease_until
 
     async def is_alive(self, node_id: str) -> bool:
         """Whether ``node_id`` has a current heartbeat.
@@ -158,13 +188,20 @@ class ClusterNode:
         first = True
         while not self.retired:
             try:
+                sent_at = time.monotonic()
                 previous = await self.redis.set(key, value, px=int(ttl_s * 1000), get=True)
+                self.lease_until = sent_at + ttl_s * LEASE_FRACTION
+                lapsed = previous is None and not first
                 if failing:
                     log.warning("cluster store reachable again; heartbeat restored")
+                if lapsed:
+                    log.warning(
+                        "this instance's heartbeat had lapsed (Redis paused, out of reach or restarted); "
+                        "reconciling its sessions with the registry"
+                    )
+                if (failing or lapsed) and self.on_store_back is not None:
+                    self.on_store_back(lapsed)
                 failing = False
-                if previous is None and not first and self.on_store_reset is not None:
-                    log.warning("cluster store lost this instance's data (restarted?); re-registering its sessions")
-                    self.on_store_reset()
                 first = False
             except Exception as exc:
                 if not failing:
@@ -182,7 +219,8 @@ class ClusterNode:
             pubsub: PubSub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(channel)
-                self.channel_connected = True
+                self.tunnels.channel_connected = True
+                self.tunnels.channel_epoch += 1
                 backoff = 0.05
                 if reported:
                     log.warning("cluster channel re-subscribed")
@@ -196,7 +234,8 @@ class ClusterNode:
                     if message is not None and message.get("type") == "message":
                         self.tunnels.on_frame(message["data"])
             except Exception as exc:
-                self.channel_connected = False
+                self.tunnels.channel_connected = False
+                self.tunnels.channel_epoch += 1  # replies published meanwhile were lost
                 if not reported:
                     log.warning("cluster channel lost (%s); reconnecting", type(exc).__name__)
                     reported = True

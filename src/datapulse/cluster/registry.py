@@ -152,6 +152,9 @@ class RedisSessionRegistry:
                 await pipe.execute()
         return record
 
+    def forget(self, session_id: str) -> None:
+        self._mine.pop(session_id, None)
+
     async def annotate(self, session_id: str, *, protocol_version: str, initialize_params: str) -> None:
         with store_errors("recording a session's handshake"):
             await self._annotate(keys=[self._keys.session(session_id)], args=[protocol_version, initialize_params])

@@ -5,17 +5,22 @@ another principal is 404 (as if unknown); a live owner gets the request through 
 owner's session is taken over here (Streamable HTTP and DataPulse API sessions are rebuilt from
 the registry and the event journal; a 2024-11-05 HTTP+SSE session ends with its stream, so it is
 forgotten and the client's next ``GET /sse`` opens a new one).
+
+Fencing (see `datapulse.cluster.node`): a session held here is served without asking Redis only while this
+instance holds its heartbeat lease; otherwise `confirm_owner` asks first, and `reconcile` checks every session
+when the lease is found lapsed. A session another instance took over meanwhile is let go here.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from starlette.types import Message, Receive, Scope, Send
 
 from datapulse.auth.principal import principal_of
 from datapulse.cluster.node import ClusterNode
-from datapulse.errors import SessionNotFound, Unavailable
+from datapulse.errors import DataPulseError, SessionNotFound, Unavailable
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import LiveSession
 from datapulse.sessions.registry import SessionKind, SessionRecord
@@ -132,3 +137,58 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+def record_of(session: LiveSession, node_id: str, now: float) -> SessionRecord:
+    """The registry record describing ``session`` as held by ``node_id`` (to write it back after Redis lost it)."""
+    record = SessionRecord(session.id, session.kind, session.principal, now, node_id, session.epoch)
+    client_params = session.connection.client_params
+    if session.kind is SessionKind.STREAMABLE_HTTP and client_params is not None:
+        record = replace(
+            record,
+            protocol_version=session.connection.protocol_version,
+            initialize_params=client_params.model_dump_json(by_alias=True, exclude_none=True),
+        )
+    return record
+
+
+async def confirm_owner(runtime: Runtime, cluster: ClusterNode, session: LiveSession) -> bool:
+    """Whether this instance still owns ``session`` (held here), asking the registry: call it when the heartbeat
+    lease has lapsed. A record Redis lost is written back (the session stays here); a session another instance
+    owns now is let go here (`SessionManager.relinquish`), so the caller routes the request to the new owner.
+
+    Raises:
+        StoreUnavailable: Redis did not answer, so ownership cannot be confirmed (503).
+    """
+    record = await cluster.session_record(session.id, fresh=True)
+    if record is None:
+        now = runtime.sessions.clock()
+        if await cluster.registry.reinstate(record_of(session, cluster.node_id, now), now):
+            return True
+        record = await cluster.session_record(session.id, fresh=True)  # somebody wrote it first
+    if record is not None and record.owner == cluster.node_id:
+        return True
+    owner = record.owner if record is not None else "nobody"
+    await runtime.sessions.relinquish(session.id, f"another instance ({owner}) owns the session now")
+    return False
+
+
+async def reconcile(runtime: Runtime, cluster: ClusterNode, *, check_owners: bool) -> None:
+    """After the cluster store answers again (never raises): with ``check_owners`` (the heartbeat had lapsed),
+    confirm every session held here against the registry first (`confirm_owner`: kept, written back, or let go);
+    then deliver the events each kept session held while the journal did not answer."""
+    kept = let_go = 0
+    try:
+        for session in runtime.sessions.live_sessions():
+            if check_owners and not await confirm_owner(runtime, cluster, session):
+                let_go += 1
+                continue
+            kept += 1
+            for stream in session.event_streams():
+                await stream.flush_pending()
+    except DataPulseError as exc:
+        log.warning("reconciling sessions with the cluster store stopped: %s", exc.message)
+    if check_owners:
+        log.warning(
+            "reconciled sessions with the registry: %d kept, %d let go (another instance owns them)", kept, let_go
+        )

@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from datapulse.cluster import frames
 from datapulse.cluster.admission import BurstLimiter
 from datapulse.cluster.publisher import Publisher
-from datapulse.cluster.store import Keys, store_errors
-from datapulse.errors import Unavailable
+from datapulse.cluster.store import Keys, StoreUnavailable, store_errors
+from datapulse.errors import SESSION_MOVED_HEADER, Unavailable
 
 log = logging.getLogger("datapulse.cluster.tunnel")
 
@@ -81,6 +81,11 @@ class Tunnels:
         self.task_group: anyio.abc.TaskGroup | None = None
         self.owner_alive: Callable[[str], Awaitable[bool]] | None = None
         """Whether an instance still beats; a request waiting on a live owner's slow handler keeps waiting."""
+        self.channel_connected = False
+        """Whether this instance's channel is subscribed (set by the channel reader): replies reach it."""
+        self.channel_epoch = 0
+        """Bumped by the channel reader whenever this instance's channel is (re)subscribed or lost: a reply
+        published to it in between was lost, so a request forwarded before the change stops waiting for one."""
 
     # --- receiving instance --------------------------------------------------------------------------------------
     async def forward(
@@ -91,15 +96,24 @@ class Tunnels:
         ``streams`` is the runtime's set of cancel scopes ended at shutdown (the relay joins it).
 
         Returns:
-            False if no instance listens on ``owner``'s channel (it is gone); nothing was sent then.
+            False if no instance listens on ``owner``'s channel (it is gone), or the owner answered that it no
+            longer holds the session (`SessionMoved`, marked by its header); nothing was sent to the client then.
 
         Raises:
-            OwnerUnreachable: the owner did not start a response within ``forward_timeout_s`` (503).
-            StoreUnavailable: Redis did not answer (503).
+            OwnerUnreachable: the owner did not start a response within ``forward_timeout_s`` while this
+                instance's channel stayed subscribed, or the channel was lost before the response started (503).
+            StoreUnavailable: Redis did not answer, or this instance's channel is not subscribed (503).
         """
+        if not self.channel_connected:
+            raise StoreUnavailable(
+                "Service Unavailable: this instance is reconnecting to the cluster store (Redis), through which it "
+                "reaches the instance holding this session; retry shortly",
+                headers={"Retry-After": "1"},
+            )
         tunnel_id = f"{self.node_id}.{next(self._ids)}"
         inbox, outbox = anyio.create_memory_object_stream[Frame](self._queue_max)
         self._relays[tunnel_id] = inbox
+        epoch = self.channel_epoch
         try:
             with store_errors("forwarding a request to the session's instance"):
                 listeners = await self.publisher.publish(
@@ -108,8 +122,7 @@ class Tunnels:
                 )
             if not listeners:
                 return False
-            await self._relay(tunnel_id, owner, outbox, receive, send, streams)
-            return True
+            return await self._relay(tunnel_id, owner, epoch, outbox, receive, send, streams)
         finally:
             self._relays.pop(tunnel_id, None)
             inbox.close()
@@ -119,11 +132,12 @@ class Tunnels:
         self,
         tunnel_id: str,
         owner: str,
+        epoch: int,
         outbox: MemoryObjectReceiveStream[Frame],
         receive: Receive,
         send: Send,
         streams: set[anyio.CancelScope],
-    ) -> None:
+    ) -> bool:
         # Fast path: most answers are one frame within milliseconds; relay it without spawning a watcher.
         first: Frame | None = None
         with anyio.move_on_after(min(FAST_PATH_S, self._forward_timeout_s)):
@@ -132,10 +146,12 @@ class Tunnels:
             except anyio.EndOfStream:
                 first = ({"t": "cancel", "id": tunnel_id}, b"")
         if first is not None and first[0]["t"] == "res" and not first[0].get("more"):
+            if _session_moved(first[0]):
+                return False
             await send(frames.response_start(first[0]))
             await send({"type": "http.response.body", "body": first[1], "more_body": False})
-            return
-        started = finished = False
+            return True
+        started = finished = moved = False
         disconnected = anyio.Event()
         async with anyio.create_task_group() as tasks:
             streams.add(tasks.cancel_scope)
@@ -145,11 +161,14 @@ class Tunnels:
                     frame = first
                     first = None
                     if frame is None:
-                        frame = await self._next_frame(outbox, owner, started)
+                        frame = await self._next_frame(outbox, owner, epoch, started)
                     if frame is None or frame[0]["t"] == "cancel":
                         break
                     header, chunk = frame
                     if not started:
+                        if _session_moved(header):
+                            moved = True
+                            break
                         await send(frames.response_start(header))
                         started = True
                     more = bool(header.get("more"))
@@ -160,11 +179,13 @@ class Tunnels:
             finally:
                 streams.discard(tasks.cancel_scope)
                 tasks.cancel_scope.cancel()
-        if not finished:
+        if not finished and not moved:
             with anyio.CancelScope(shield=True):
                 await self._publish_cancel(owner, tunnel_id)
+        if moved:
+            return False
         if disconnected.is_set():
-            return
+            return True
         if not started:
             raise OwnerUnreachable(
                 "Service Unavailable: the instance holding this session did not answer; retry shortly",
@@ -173,18 +194,24 @@ class Tunnels:
         if not finished:
             with anyio.move_on_after(1, shield=True):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
 
-    async def _next_frame(self, outbox: MemoryObjectReceiveStream[Frame], owner: str, started: bool) -> Frame | None:
+    async def _next_frame(
+        self, outbox: MemoryObjectReceiveStream[Frame], owner: str, epoch: int, started: bool
+    ) -> Frame | None:
         """The next frame; None when the owner is gone. Before the response starts, a slow handler is
-        waited for as long as the owner's heartbeat lasts; once streaming, a silence longer than
-        ``idle_timeout_s`` (keepalives included) ends the relay."""
+        waited for as long as the owner's heartbeat lasts and this instance's channel has stayed subscribed since
+        the request was published (``epoch``: otherwise the reply may have been lost); once streaming, a silence
+        longer than ``idle_timeout_s`` (keepalives included) ends the relay."""
         while True:
             with anyio.move_on_after(self._idle_timeout_s if started else self._forward_timeout_s):
                 try:
                     return await outbox.receive()
                 except anyio.EndOfStream:
                     return None  # the reader dropped this relay (client too slow)
-            if started or self.owner_alive is None or not await self.owner_alive(owner):
+            if started or self.channel_epoch != epoch or self.owner_alive is None:
+                return None
+            if not await self.owner_alive(owner):
                 return None
 
     async def _publish_cancel(self, node: str, tunnel_id: str) -> None:
@@ -287,6 +314,12 @@ class Tunnels:
         finally:
             slot.release()
             self._served.pop(tunnel_id, None)
+
+
+def _session_moved(header: dict[str, Any]) -> bool:
+    """Whether a first response frame is the owner's `SessionMoved` answer (it no longer holds the session)."""
+    marker = SESSION_MOVED_HEADER.lower()
+    return any(str(key).lower() == marker for key, _ in header.get("h", ()))
 
 
 def _offer(relay: MemoryObjectSendStream[Frame], frame: Frame) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -22,6 +22,7 @@ from datapulse.notifications import CURRENT_SESSION
 from datapulse.sessions.lifecycle import SessionEvent, SessionState, is_open, transition
 from datapulse.sessions.ordering import Accepted, SessionOrder
 from datapulse.sessions.registry import SessionKind
+from datapulse.sessions.streams import EventStream
 from datapulse.transports._jsonrpc import (
     RequestId,
     Response,
@@ -213,6 +214,10 @@ class LiveSession:
 
     def end_streams(self, reason: str) -> None:
         """Ask every open stream of the session to end (the owning tasks finish the responses)."""
+
+    def event_streams(self) -> Sequence[EventStream]:
+        """The session's resumable event streams (none for a 2024-11-05 session)."""
+        return ()
 
     @property
     def busy(self) -> bool:

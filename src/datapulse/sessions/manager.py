@@ -163,17 +163,32 @@ class SessionManager:
         2024-11-05 session cannot be resumed anywhere; its record is removed."""
         self.accepting = False
         for session_id, session in list(self._live.items()):
-            if not session.begin_close(SessionEvent.CLOSE):
-                continue
-            log.info("session %s (%s) handed over: %s", session_id[:16], session.kind.value, reason)
-            try:
-                session.end_streams(reason)
-                await session.finish_close()
-            finally:
-                self._live.pop(session_id, None)
-                if session.kind is SessionKind.SSE:
-                    await self.registry.remove(session_id)
-                self.signal_change()
+            if await self._let_go(session_id, session, "handed over", reason) and session.kind is SessionKind.SSE:
+                await self.registry.remove(session_id)
+
+    async def relinquish(self, session_id: str, reason: str) -> bool:
+        """Let this process's copy of a session go because another instance owns it now (it took the session over
+        while this instance was cut off from the cluster store): end its streams and local work and forget it
+        here, leaving the registry record, which is the new owner's. False if the session was not held here.
+
+        Clients reconnect (their streams end with a ``retry:`` hint) and reach the new owner."""
+        session = self._live.get(session_id)
+        if session is None:
+            return False
+        return await self._let_go(session_id, session, "let go", reason)
+
+    async def _let_go(self, session_id: str, session: LiveSession, verb: str, reason: str) -> bool:
+        if not session.begin_close(SessionEvent.CLOSE):
+            return False
+        log.info("session %s (%s) %s: %s", session_id[:16], session.kind.value, verb, reason)
+        try:
+            session.end_streams(reason)
+            await session.finish_close()
+        finally:
+            self._live.pop(session_id, None)
+            self.registry.forget(session_id)
+            self.signal_change()
+        return True
 
     async def close_all(self, reason: str) -> None:
         """Close every session (shutdown)."""

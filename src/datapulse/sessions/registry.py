@@ -78,6 +78,11 @@ class SessionRegistry(Protocol):
         """Forget ``session_id``; returns its record, or None if it was unknown."""
         ...
 
+    def forget(self, session_id: str) -> None:
+        """Stop counting ``session_id`` as held by this process, leaving its record (the session was handed over
+        to, or taken over by, another instance)."""
+        ...
+
     async def annotate(self, session_id: str, *, protocol_version: str, initialize_params: str) -> None:
         """Store the handshake's outcome on ``session_id`` (no-op for unknown ids)."""
         ...
@@ -144,6 +149,9 @@ class MemorySessionRegistry:
             del self._per_principal[record.principal]
         self._per_kind[record.kind] -= 1
         return record
+
+    def forget(self, session_id: str) -> None:
+        """Nothing to do: a single process never hands a session over."""
 
     async def annotate(self, session_id: str, *, protocol_version: str, initialize_params: str) -> None:
         record = self._records.get(session_id)

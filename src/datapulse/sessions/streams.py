@@ -24,7 +24,7 @@ from typing import NamedTuple, Protocol
 
 from starlette.types import Send
 
-from datapulse.errors import StreamClosed, Unavailable
+from datapulse.errors import SessionMoved, StreamClosed, Unavailable
 
 log = logging.getLogger("datapulse.streams")
 
@@ -34,7 +34,8 @@ class EventJournal(Protocol):
 
     async def append(self, stream_key: str, events: Sequence[tuple[int, bytes]], delivered_seq: int) -> None:
         """Store ``events`` (``(seq, frame)``, ascending) of ``stream_key`` in one round trip, with the stream's
-        delivered watermark; raises `Unavailable` when the store is down."""
+        delivered watermark (every frame at or below it was delivered, or dropped by the cap and announced);
+        raises `Unavailable` when the store is down."""
         ...
 
     async def read_all(self) -> list[JournalEntry]:
@@ -150,12 +151,17 @@ class EventStream:
     * Sequence numbers are assigned in `emit` call order, and frames reach the journal and the connection in
       sequence order: one flush at a time runs under a FIFO lock, and each flush first journals every frame
       not yet journaled (one round trip for all of them), then writes every frame the connection has not had.
-      A frame is therefore journaled before it is written, and so is every frame before it.
+      A frame is therefore journaled before it is written, and so is every frame before it. While the journal
+      does not answer, frames are held (in order) and `flush_pending` retries; when the journal refuses because
+      another instance owns the session now (`SessionMoved`), they are never written.
     * `attach` replays exactly the frames after the resume point, then the live tail, with no gap and no
       duplicate: it runs as a flush of its own, so frames emitted meanwhile queue behind it.
     """
 
     __slots__ = (
+        "_announced_through",
+        "_dropped_through",
+        "_gone_on_restore",
         "_history",
         "_journal",
         "_journaled_seq",
@@ -187,6 +193,9 @@ class EventStream:
         self._journaled_seq = 0
         self._unjournaled: list[tuple[int, bytes]] = []  # appended, not yet handed to the journal
         self._taken_seq = 0  # the newest frame a flush in progress has taken to write (0: none)
+        self._dropped_through = 0  # the newest frame the cap dropped undelivered
+        self._announced_through = 0  # the newest dropped frame a written overflow notice accounted for
+        self._gone_on_restore: deque[int] = deque()  # frames `restore` saw the cap push out, not accounted for
         self._order = asyncio.Lock()  # FIFO: flushes run in the order their emits were called
         self._overflow_notice = overflow_notice
         self.connection: SseConnection | None = None
@@ -224,6 +233,7 @@ class EventStream:
         history = self._history
         if len(history) == history.maxlen and history[0][0] > max(self.delivered_seq, self._taken_seq):
             self.dropped += 1
+            self._dropped_through = history[0][0]
             log.warning(
                 "stream %s: %d events waiting for a client; the oldest undelivered one was dropped (cap %d)",
                 self.key,
@@ -253,12 +263,26 @@ class EventStream:
         journal = self._journal
         if journal is not None and self._unjournaled:
             pending, self._unjournaled = self._unjournaled, []
-            self._journaled_seq = pending[-1][0]
+            journaled_before, self._journaled_seq = self._journaled_seq, pending[-1][0]
             try:
-                await journal.append(self.key, pending, self.delivered_seq)
-            except Unavailable as exc:
+                await journal.append(self.key, pending, max(self.delivered_seq, self._announced_through))
+            except SessionMoved:
+                # Another instance owns the session now and gives out these ids itself: never write them.
+                self._journaled_seq = journaled_before
                 log.warning(
-                    "stream %s: %d events not stored for failover replay (%s)", self.key, len(pending), exc.message
+                    "stream %s: %d events not delivered: the session moved to another instance", self.key, len(pending)
+                )
+                return
+            except Unavailable as exc:
+                # Held, not written: an event a client has seen is always in the journal, so an instance that
+                # takes the session over never gives its id out again. `flush_pending` retries.
+                self._unjournaled = pending + self._unjournaled
+                self._journaled_seq = journaled_before
+                log.warning(
+                    "stream %s: %d events wait for the cluster store before delivery (%s)",
+                    self.key,
+                    len(self._unjournaled),
+                    exc.message,
                 )
         connection = self.connection
         if connection is None:
@@ -272,11 +296,13 @@ class EventStream:
             dropped = self.dropped
             if dropped and self._overflow_notice is not None:
                 self.dropped = 0
+                through = self._dropped_through
                 try:
                     await connection.write(self._overflow_notice(dropped))
                 except StreamClosed:
                     self.dropped += dropped
                     raise
+                self._announced_through = max(self._announced_through, through)
             for seq, frame in frames:
                 await connection.write(frame)
                 self.delivered_seq = seq
@@ -284,9 +310,19 @@ class EventStream:
             if self.connection is connection:
                 self.connection = None
             oldest = self._history[0][0] if self._history else self._taken_seq + 1
-            self.dropped += sum(1 for seq, _ in frames if self.delivered_seq < seq < oldest)  # taken, then trimmed
+            trimmed = [seq for seq, _ in frames if self.delivered_seq < seq < oldest]  # taken, then trimmed
+            if trimmed:
+                self.dropped += len(trimmed)
+                self._dropped_through = max(self._dropped_through, trimmed[-1])
         finally:
             self._taken_seq = 0
+
+    async def flush_pending(self) -> None:
+        """Retry storing and delivering the events held because the journal did not answer (called on stream
+        keepalives and when the cluster store answers again); nothing to do when none are held."""
+        if self._unjournaled:
+            async with self._order:
+                await self._flush()
 
     def restore(self, seq: int, frame: bytes, delivered_seq: int = 0) -> None:
         """Put a frame read back from the journal into the history (taking over a session). Frames at or below
@@ -296,7 +332,19 @@ class EventStream:
         if seq <= self.last_seq:
             return
         self.delivered_seq = max(self.delivered_seq, min(delivered_seq, seq))
-        self._append(seq, frame)  # an undelivered frame the cap pushes out is counted, as when it was emitted
+        self._announced_through = max(self._announced_through, delivered_seq)  # delivered, or dropped and announced
+        history = self._history
+        if len(history) == history.maxlen:
+            self._gone_on_restore.append(history[0][0])
+        history.append((seq, frame))
+        # A frame the cap pushes out here counts as dropped unless a later entry's watermark says the old owner
+        # delivered or announced it (the watermark only rises, so the count is settled entry by entry).
+        gone = self._gone_on_restore
+        while gone and gone[0] <= self._announced_through:
+            gone.popleft()
+        self.dropped = len(gone)
+        if gone:
+            self._dropped_through = gone[-1]
         self._unjournaled.clear()  # it came from the journal
         self._journaled_seq = seq
 
@@ -314,7 +362,9 @@ class EventStream:
             return seq
         if self._history and seq < self._history[0][0]:
             oldest = self._history[0][0]
-            self.dropped = oldest - 1 - seq
+            # Frames in (seq, oldest) are gone; those up to _announced_through were announced already.
+            self.dropped = max(0, oldest - 1 - max(seq, self._announced_through))
+            self._dropped_through = oldest - 1
             log.warning(
                 "stream %s: resume point %d is older than the history: %d events are gone", self.key, seq, self.dropped
             )

@@ -9,7 +9,7 @@ the stream's `SseConnection`; the server ends a stream by cancelling the owner's
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import anyio
 from starlette.types import Receive, Send
@@ -27,11 +27,19 @@ async def start_sse(send: Send, extra_headers: Iterable[Header] = ()) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra_headers]})
 
 
-async def hold_open(receive: Receive, connection: SseConnection, cancel: anyio.CancelScope, keepalive_s: float) -> str:
+async def hold_open(
+    receive: Receive,
+    connection: SseConnection,
+    cancel: anyio.CancelScope,
+    keepalive_s: float,
+    *,
+    on_tick: Callable[[], Awaitable[None]] | None = None,
+) -> str:
     """Keep a stream open until the client disconnects or the server ends it.
 
     Sends a ``: ping`` comment after every ``keepalive_s`` without client traffic (skipped while
-    another frame is being written — that frame is traffic enough).
+    another frame is being written — that frame is traffic enough), after awaiting ``on_tick`` (an event
+    stream retries delivering what waits for the cluster store: `EventStream.flush_pending`).
 
     Returns:
         Why the stream ended, for the log.
@@ -45,6 +53,8 @@ async def hold_open(receive: Receive, connection: SseConnection, cancel: anyio.C
                         connection.mark_closed()
                         return "client disconnected"
                     continue
+                if on_tick is not None:
+                    await on_tick()
                 if connection.offer():
                     await connection.write(PING_FRAME)
         except StreamClosed:

@@ -15,6 +15,7 @@ endpoint: the JSON-RPC response is the HTTP response.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -106,6 +107,9 @@ class ApiSession(LiveSession):
         if self.events.connection is not None:
             self.events.connection.abort(reason)
 
+    def event_streams(self) -> Sequence[EventStream]:
+        return (self.events,)
+
     def reserve(self, limit: int) -> None:
         """Claim room for one more result event, or refuse before accepting the message.
 
@@ -194,7 +198,9 @@ async def handle_events(runtime: Runtime, scope: Scope, receive: Receive, send: 
         await connection.write(encode_retry(settings.retry_ms))
         session.activate()
         await session.events.attach(connection, after_seq, own_counter=True)
-        reason = await hold_open(receive, connection, cancel, settings.keepalive_interval_s)
+        reason = await hold_open(
+            receive, connection, cancel, settings.keepalive_interval_s, on_tick=session.events.flush_pending
+        )
     except StreamClosed:
         reason = connection.close_reason or "stream closed"
     finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -145,6 +145,9 @@ class StreamableSession(LiveSession):
     def find_stream(self, key: str) -> EventStream | None:
         """The standalone or request stream named by an event-id prefix, or None if it is gone."""
         return self.standalone if key == self.standalone.key else self.request_streams.get(key)
+
+    def event_streams(self) -> Sequence[EventStream]:
+        return (self.standalone, *self.request_streams.values())
 
     @property
     def primes(self) -> bool:
@@ -354,7 +357,9 @@ async def _get(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> 
             retry_ms = settings.retry_ms
             await stream.emit(lambda event_id: encode_event("", event_id=event_id, retry_ms=retry_ms))
         if not stream.finished:
-            reason = await hold_open(receive, connection, cancel, settings.keepalive_interval_s)
+            reason = await hold_open(
+                receive, connection, cancel, settings.keepalive_interval_s, on_tick=stream.flush_pending
+            )
     except StreamClosed:
         reason = connection.close_reason or "stream closed"
     finally:

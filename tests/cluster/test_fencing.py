@@ -1,0 +1,138 @@
+"""Fencing: an instance cut off from Redis while the rest of the cluster reaches it never serves a session another
+instance took over (no split brain).
+
+The owner's heartbeat is its lease on its sessions (`datapulse.cluster.node`). Cut off from Redis (a TCP relay the
+test cuts: a partition between one instance and Redis), the owner stops serving its sessions once the lease runs out
+(503 naming Redis: it cannot know whether another instance took them); the other instance takes them over once the
+owner's heartbeat has expired. When the partition heals, the owner's first beat finds its heartbeat gone, checks
+each session against the registry and lets go of those another instance owns: their streams end, their clients
+reconnect (to either instance) and reach the new owner, with every result once and in order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+
+from datapulse.cluster.store import Keys, connect
+from tests.support.cluster import cluster_env
+from tests.support.mcp_http import legacy_call, legacy_initialize
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ServerProcess, bearer, spawn_datapulse
+from tests.support.sse import SseReader, open_sse
+from tests.support.tcp_proxy import tcp_proxy
+
+pytestmark = pytest.mark.anyio
+
+ARGS = ["--node-heartbeat-ttl-s", "1", "--redis-timeout-s", "1", "--forward-timeout-s", "2"]
+TIMEOUT_S = 20.0
+KEYS = Keys("dp")
+
+
+def client(process: ServerProcess) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(base_url=process.url, headers=bearer(), timeout=10.0)
+
+
+def api_message(n: int) -> dict[str, Any]:
+    return {"type": "call_tool", "request_id": f"r{n}", "data": {"name": "echo", "message": f"m{n}"}}
+
+
+def echo(message: str) -> dict[str, Any]:
+    return {"name": "echo", "arguments": {"message": message}}
+
+
+async def next_result(stream: SseReader) -> tuple[str, str | None]:
+    """The request id and event id of the next result on a DataPulse API stream (skipping the retry: preamble)."""
+    while True:
+        event = await stream.next_event()
+        if event.data:
+            body = json.loads(event.data)
+            assert body["type"] == "tool_result", body
+            return str(body["request_id"]), event.event_id
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until ``check()`` holds: the state of other processes, so it is polled, bounded."""
+    with anyio.fail_after(TIMEOUT_S):
+        while not await check():
+            await anyio.sleep(0.05)
+
+
+async def lease_held(http: httpx2.AsyncClient) -> bool:
+    return bool((await http.get("/health")).json()["cluster"]["lease_held"])
+
+
+def assert_refused_naming_redis(response: httpx2.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"]
+    assert "Redis" in response.json()["error"]["message"], response.text
+
+
+async def test_an_instance_cut_off_from_redis_lets_go_of_the_sessions_another_instance_took_over(
+    redis_server: RedisServer,
+) -> None:
+    session = "fenced-api-1"
+    store = connect(redis_server.url, 2.0)
+    async with (
+        tcp_proxy(redis_server.port) as link,
+        spawn_datapulse(ARGS, env=cluster_env(link.redis_url())) as owner,
+        spawn_datapulse(ARGS, env=cluster_env(redis_server.url)) as other,
+        client(owner) as at_owner,
+        client(other) as elsewhere,
+    ):
+        owner_node = (await at_owner.get("/health")).json()["node_id"]
+        other_node = (await elsewhere.get("/health")).json()["node_id"]
+        legacy = await legacy_initialize(at_owner)
+        async with open_sse(at_owner, "GET", f"/events?session_id={session}") as stream:
+            assert (await at_owner.post(f"/message?session_id={session}", json=api_message(1))).status_code == 202
+            first, first_id = await next_result(stream)
+            assert first == "r1" and first_id is not None
+
+            link.cut()  # the owner no longer reaches Redis; the other instance still does
+            await eventually(lambda: _not(lease_held(at_owner)))
+            assert_refused_naming_redis(await at_owner.post(f"/message?session_id={session}", json=api_message(2)))
+            assert_refused_naming_redis(await legacy_call(at_owner, legacy, "tools/call", echo("stale")))
+
+            await eventually(lambda: _gone(store, KEYS.node_alive(owner_node)))
+            taken = await elsewhere.post(f"/message?session_id={session}", json=api_message(3))
+            assert taken.status_code == 202, taken.text
+            moved = await legacy_call(elsewhere, legacy, "tools/call", echo("moved"), request_id=2)
+            assert moved.status_code == 200, moved.text
+            for session_id in (session, legacy):
+                assert await store.hget(KEYS.session(session_id), "owner") == other_node.encode()
+
+            link.heal()
+            await eventually(lambda: lease_held(at_owner))
+            with pytest.raises(EOFError):  # let go: the owner's copy ended its stream
+                await next_result(stream)
+        health = (await at_owner.get("/health")).json()
+        assert set(health["sessions"].values()) == {0}, health
+        await eventually(lambda: _ready(at_owner))  # its channel resubscribed: forwarding works both ways
+
+        # Back through the old owner's instance: forwarded to the new owner, nothing lost, repeated or reordered.
+        assert (await at_owner.post(f"/message?session_id={session}", json=api_message(4))).status_code == 202
+        resume = {"Last-Event-ID": first_id}
+        async with open_sse(at_owner, "GET", f"/events?session_id={session}", headers=resume) as again:
+            assert again.response.status_code == 200
+            assert [(await next_result(again))[0] for _ in range(2)] == ["r3", "r4"]
+        forwarded = await legacy_call(at_owner, legacy, "tools/call", echo("back"), request_id=3)
+        assert forwarded.status_code == 200, forwarded.text
+        assert forwarded.json()["result"]["structuredContent"] == {"result": "back"}
+    await store.aclose()
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check
+
+
+async def _gone(store: Any, key: str) -> bool:
+    return not await store.exists(key)
+
+
+async def _ready(http: httpx2.AsyncClient) -> bool:
+    return (await http.get("/ready")).status_code == 200
