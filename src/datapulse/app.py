@@ -289,6 +289,12 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
             cluster.on_session_moved = session_moved
             await tasks.start(cluster.run)
         if runtime.cluster_bus is not None:
+
+            def bus_gap() -> None:
+                for scope in list(runtime.listen_streams):
+                    scope.cancel()
+
+            runtime.cluster_bus.on_gap = bus_gap
             tasks.start_soon(runtime.cluster_bus.run)  # not awaited: a Redis outage must not block startup
         if runtime.local_bus is not None:
             runtime.local_bus.subscribe(notifications.LegacyFanout(runtime.sessions.live_sessions, tasks))

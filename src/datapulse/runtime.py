@@ -54,6 +54,9 @@ class Runtime:
     cluster_bus: RedisSubscriptionBus | None = None
     """Cluster mode: the bus that relays change events between instances."""
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
+    listen_streams: set[anyio.CancelScope] = field(default_factory=set)
+    """The open 2026-07-28 ``subscriptions/listen`` streams (also in ``modern_streams``): ended when the cluster's
+    change bus loses its subscription, since they would miss other instances' events (the clients listen again)."""
     """Cancel scopes of 2026-07-28 responses streaming right now (listen streams and streamed calls)."""
     modern_in_flight: int = 0
     """2026-07-28 requests being served right now, ``subscriptions/listen`` streams excepted (the drain waits

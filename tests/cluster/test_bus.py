@@ -221,8 +221,10 @@ async def test_publish_to_a_redis_that_never_answers_returns_within_the_clients_
 async def test_the_readers_resubscribe_by_themselves_after_redis_restarts(redis_server: RedisServer) -> None:
     lost = ResourceUpdated("lost:during-outage")
     on_b = Recorder()
+    gaps: list[str] = []
     async with two_nodes(redis_server.url) as (a, b):
         b.subscribe(on_b)
+        b.on_gap = lambda: gaps.append("b")
         await redis_server.stop()
         await a.publish(lost)
         await redis_server.start()
@@ -233,6 +235,7 @@ async def test_the_readers_resubscribe_by_themselves_after_redis_restarts(redis_
         assert b.connected
     assert on_b.events
     assert lost not in on_b.events  # at-most-once: no replay after the restart
+    assert gaps[:1] == ["b"], "the reader told its owner it missed events, so listen streams end (clients re-listen)"
 
 
 async def test_the_readers_recover_when_redis_drops_their_connections(
@@ -241,12 +244,16 @@ async def test_the_readers_recover_when_redis_drops_their_connections(
     raw = client(redis_server.url)
     try:
         async with two_nodes(redis_server.url) as (a, b):
+            gaps: list[str] = []
+            a.on_gap = lambda: gaps.append("a")
+            b.on_gap = lambda: gaps.append("b")
             with caplog.at_level(logging.WARNING, logger="datapulse.cluster.bus"):
                 assert await raw.client_kill_filter(_type="pubsub") == 2
                 await publish_until_received(a, b)
                 await publish_until_received(b, a)
             assert a.connected
             assert b.connected
+            assert sorted(set(gaps)) == ["a", "b"], "each reader reported its gap"
     finally:
         await raw.aclose()
     assert "bus: reader lost" in caplog.text or "bus: reader reconnected" in caplog.text

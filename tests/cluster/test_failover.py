@@ -164,7 +164,7 @@ async def test_a_datapulse_api_client_gets_every_result_exactly_once_in_order_af
 
 
 async def _lease_lapsed(http: httpx2.AsyncClient) -> bool:
-    return (await http.get("/health")).json()["cluster"] == {"lease_held": False}
+    return bool((await http.get("/health")).json()["cluster"] == {"lease_held": False})
 
 
 async def test_requests_fail_clearly_while_redis_is_down_and_the_cluster_recovers_by_itself(

@@ -54,6 +54,7 @@ class TcpProxy:
             finally:
                 self._relays.discard(tasks.cancel_scope)
 
+
 async def _pump(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, both: anyio.CancelScope) -> None:
     with suppress(anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         while True:

@@ -14,7 +14,9 @@ Contract (the SDK's `SubscriptionBus` Protocol docstring and ``docs/handlers/sub
   listener sees an event once.
 - At-most-once, no replay, no ordering across nodes: events are level triggers, and an event published
   while Redis is down, or while a reader is resubscribing, is lost for the other nodes (clients
-  re-listen and refetch).
+  re-listen and refetch). So that no listener misses one silently, ``on_gap`` is called whenever the
+  reader loses its subscription (DataPulse ends its listen streams then, and refuses new ones until the
+  reader is subscribed again: `connected`).
 
 Wire format: one UTF-8 JSON object per PUBLISH, ``{"n": node_id, "m": method, "p": params}``, where
 ``method`` and ``params`` are the event's MCP notification (``event_to_notification``) without
@@ -109,6 +111,9 @@ class RedisSubscriptionBus:
         self._publish_timeout_s = float(socket_timeout) if socket_timeout else DEFAULT_PUBLISH_TIMEOUT_S
         self._connected = False
         self._publish_failing = False
+        self.on_gap: Callable[[], None] | None = None
+        """Called (synchronously, must not raise) when the reader loses its subscription, or finds that redis-py
+        resubscribed it by itself: events from other nodes published meanwhile were lost here."""
 
     @property
     def connected(self) -> bool:
@@ -164,6 +169,7 @@ class RedisSubscriptionBus:
                     elif message["type"] == "subscribe":
                         if self._connected:  # a second confirmation: redis-py reconnected and resubscribed itself
                             logger.warning("bus: reader reconnected to %r; events in the gap were lost", self._channel)
+                            self._gap()
                         elif failing:
                             logger.info("bus: reader resubscribed to %r; events meanwhile were lost", self._channel)
                         else:
@@ -182,11 +188,20 @@ class RedisSubscriptionBus:
                 logger.log(level, "bus: reader failed on %r; resubscribing", self._channel, exc_info=True)
                 failing = True
             finally:
-                self._connected = False
+                if self._connected:
+                    self._connected = False
+                    self._gap()
                 with anyio.CancelScope(shield=True):
                     await close_pubsub(pubsub)
             await anyio.sleep(delay)
             delay = min(delay * 2, self._backoff_max_s)
+
+    def _gap(self) -> None:
+        if self.on_gap is not None:
+            try:
+                self.on_gap()
+            except Exception:
+                logger.exception("bus: on_gap raised; continuing")
 
     async def _deliver(self, data: bytes | str) -> None:
         decoded = decode_event(data)

@@ -186,6 +186,12 @@ class Tunnels:
             return False
         if disconnected.is_set():
             return True
+        if not started and self.channel_epoch != epoch:
+            raise StoreUnavailable(
+                "Service Unavailable: this instance lost its channel on the cluster store (Redis) while waiting for "
+                "the reply of the instance holding this session; retry shortly",
+                headers={"Retry-After": "1"},
+            )
         if not started:
             raise OwnerUnreachable(
                 "Service Unavailable: the instance holding this session did not answer; retry shortly",

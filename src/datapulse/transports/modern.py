@@ -25,7 +25,14 @@ from starlette.requests import Request as StarletteRequest
 from starlette.types import Receive, Scope, Send
 
 from datapulse import _sdk
-from datapulse.errors import DataPulseError, InvalidRequest, MethodNotFound, NotAcceptable, StreamClosed
+from datapulse.errors import (
+    DataPulseError,
+    InvalidRequest,
+    MethodNotFound,
+    NotAcceptable,
+    StreamClosed,
+    Unavailable,
+)
 from datapulse.runtime import Runtime
 from datapulse.sessions.streams import SseConnection
 from datapulse.transports import _jsonrpc
@@ -218,8 +225,15 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     message = _jsonrpc.classify(decoded)
     if not isinstance(message, _jsonrpc.Request):
         raise InvalidRequest("Invalid Request: send one JSON-RPC request per POST; responses are not accepted here")
-    if message.method == "subscriptions/listen" and not sse_ok:
+    listen = message.method == "subscriptions/listen"
+    if listen and not sse_ok:
         raise NotAcceptable("Not Acceptable: subscriptions/listen streams text/event-stream; accept it")
+    if listen and runtime.cluster_bus is not None and not runtime.cluster_bus.connected:
+        raise Unavailable(
+            "Service Unavailable: this instance's change bus (Redis pub/sub) is reconnecting, so a listen stream "
+            "here would miss other instances' events; listen again shortly",
+            headers={"Retry-After": "1"},
+        )
     rejection = _ladder(runtime, scope, decoded, message)
     if rejection is not None:
         await _reject(send, message.id, rejection)
@@ -234,9 +248,11 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     exchange.arm()
     response_text: str | None = None
     status = 200
-    counted = message.method != "subscriptions/listen"  # a listen stream never ends on its own: not waited for
+    counted = not listen  # a listen stream never ends on its own: not waited for
     if counted:
         runtime.modern_in_flight += 1
+    else:
+        runtime.listen_streams.add(exchange.cancel_scope)
     try:
         with exchange.cancel_scope:
             try:
@@ -257,6 +273,8 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
         exchange.disarm()
         if counted:
             runtime.modern_in_flight -= 1
+        else:
+            runtime.listen_streams.discard(exchange.cancel_scope)
     try:
         if response_text is None:
             await exchange.finish_cancelled()
