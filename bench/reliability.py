@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--streamable-clients", type=int, default=2)
     parser.add_argument("--sse-clients", type=int, default=2)
     parser.add_argument("--modern-clients", type=int, default=2)
+    parser.add_argument("--listen-clients", type=int, default=2)
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults (default 6)")
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     args = parser.parse_args()
@@ -49,6 +50,7 @@ def main() -> int:
         streamable_clients=args.streamable_clients,
         sse_clients=args.sse_clients,
         modern_clients=args.modern_clients,
+        listen_clients=args.listen_clients,
         fault_every_s=args.fault_every,
     )
     started = time.monotonic()

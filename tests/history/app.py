@@ -4,7 +4,9 @@
 process of the machine), so the checker knows the order in which the tools finished;
 ``steps(count, message, ctx)`` reports ``count`` progress notifications, a little apart, before answering, so
 a cut connection falls in the middle of a streamed response; ``announce(client, n)`` puts a message on the
-session's standalone stream (2025 ``GET /mcp``), which the client holds open and resumes.
+session's standalone stream (2025 ``GET /mcp``), which the client holds open and resumes; ``touch(uri)`` publishes
+``notifications/resources/updated`` for ``uri`` to the ``subscriptions/listen`` streams (2026-07-28) of every
+instance.
 """
 
 from __future__ import annotations
@@ -37,3 +39,9 @@ async def steps(count: int, message: str, ctx: Context) -> str:
         await ctx.report_progress(step, count)
         await anyio.sleep(STEP_INTERVAL_S)
     return message
+
+
+@app.tool(description="Publish notifications/resources/updated for `uri` to subscriptions/listen streams.")
+async def touch(uri: str, ctx: Context) -> str:
+    await ctx.notify_resource_updated(uri)
+    return "touched"

@@ -8,6 +8,8 @@ what it sent and saw (`Recorder`), for `tests.history.checker`.
 * `SseClient`: 2024-11-05 HTTP+SSE. ``GET /sse``, ``initialize``, then echo calls POSTed to the endpoint; a
   cut stream ends the session (this era cannot resume), and the client opens a new one.
 * `ModernClient`: 2026-07-28 stateless ``tools/call`` echo, answered in the HTTP response.
+* `ListenClient`: 2026-07-28 ``subscriptions/listen`` for its own resource URIs, held open (on whichever instance
+  the proxy picks), while stateless ``touch`` calls, one after another, each publish an update on some instance.
 
 Every wait is bounded; a client stops sending at ``stop_sending`` and then waits, bounded, for what it is owed.
 """
@@ -519,3 +521,112 @@ class ModernClient(Client):
                 else:
                     self.record("error", detail=f"POST /mcp 2026 {response.status_code}")
             await anyio.sleep(self.pace.interval_s)
+
+
+LISTEN_URIS = 64
+"""A listen client subscribes to this many URIs and touches them in turn: touch ``n`` updates URI ``n % 64``, so
+an update names its touch unambiguously (at most one touch is outstanding at a time)."""
+
+
+class ListenClient(Client):
+    """Holds a ``subscriptions/listen`` stream for its URIs and, while the stream is acknowledged, calls ``touch``
+    (stateless, any instance) one after another; each touch's ``notifications/resources/updated`` must reach the
+    stream once. The spec gives listen streams no event ids and no resumption, and the change bus no order across
+    instances, so order is not checked (``order`` 0), and when a stream ends, the touches it still owed are
+    withdrawn (``indeterminate``: the client listens again and refetches). The server ends listen streams when
+    its change bus loses Redis (`datapulse.cluster.bus`), so a gap never passes silently."""
+
+    transport = "listen-2026"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.listening = anyio.Event()
+        self.generation = 0
+        self.outstanding: dict[int, int] = {}  # uri index -> the touch whose update has not arrived yet
+        self.latest: dict[int, int] = {}  # uri index -> the last touch of it
+        self.listens = itertools.count(1)
+
+    def uri(self, index: int) -> str:
+        return f"history://listen/{self.name}/{index}"
+
+    async def loop(self) -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self.listen_forever)
+            for n in itertools.count(1):
+                if self.pace.stop_sending.is_set():
+                    break
+                with anyio.move_on_after(1):
+                    await self.listening.wait()
+                if not self.listening.is_set():
+                    continue
+                await self.touch(n)
+                await self.pace.between_sends(n)
+            await anyio.sleep_forever()
+
+    async def touch(self, n: int) -> None:
+        index, generation, item = n % LISTEN_URIS, self.generation, f"t{n}"
+        self.outstanding[index] = self.latest[index] = n
+        params = modern_params({"name": "touch", "arguments": {"uri": self.uri(index)}})
+        headers = {**MODERN_HEADERS, "Mcp-Method": "tools/call", "Mcp-Name": "touch"}
+        try:
+            response = await self.http.post(
+                "/mcp", content=jsonrpc("tools/call", params, request_id=n), headers=headers
+            )
+        except (httpx2.HTTPError, OSError) as exc:
+            self.record("indeterminate", item, detail=outcome(exc))
+            return
+        if response.status_code != 200 or "error" in response.json():
+            self.record("error", detail=f"POST /mcp 2026 touch {response.status_code}")
+            self.outstanding.pop(index, None)
+        elif generation == self.generation and self.outstanding.get(index) in (n, None):
+            self.record("expect", item)  # published while this stream listened: it must arrive on it
+        else:
+            self.record("indeterminate", item, detail="listen stream ended meanwhile")
+
+    async def listen_forever(self) -> None:
+        uris = [self.uri(index) for index in range(LISTEN_URIS)]
+        while True:
+            listen_id = next(self.listens)
+            params = modern_params({"notifications": {"resourceSubscriptions": uris}})
+            headers = {**MODERN_HEADERS, "Mcp-Method": "subscriptions/listen"}
+            conn = next(_conn_ids)
+            try:
+                async with sse_stream(
+                    self.http,
+                    "POST",
+                    "/mcp",
+                    content=jsonrpc("subscriptions/listen", params, listen_id),
+                    headers=headers,
+                ) as reader:
+                    if reader.response.status_code != 200:
+                        self.record("error", detail=f"listen {reader.response.status_code}")
+                    else:
+                        async for event in events(reader, self.pace):
+                            self.on_message(json.loads(event.data) if event.data else {}, conn)
+            except (httpx2.HTTPError, OSError) as exc:
+                self.record("error", detail=f"listen {outcome(exc)}")
+            finally:
+                self.listening = anyio.Event()
+                self.generation += 1
+                for n in self.outstanding.values():
+                    self.record("indeterminate", f"t{n}", detail="listen stream ended")
+                self.outstanding.clear()
+            await anyio.sleep(RETRY_PAUSE_S)
+
+    def on_message(self, message: dict[str, Any], conn: int) -> None:
+        method = message.get("method")
+        if method == "notifications/subscriptions/acknowledged":
+            self.listening.set()
+        elif method == "notifications/resources/updated":
+            index = int(str(message["params"]["uri"]).rsplit("/", 1)[1])
+            n = self.outstanding.pop(index, None)
+            if n is None:
+                n = self.latest.get(index, 0)  # nothing owed for this URI: a repeat of its last update
+            self.record("result", f"t{n}", conn=conn, stream="listen")
+
+
+MODERN_HEADERS = {
+    "MCP-Protocol-Version": "2026-07-28",
+    "Content-Type": "application/json",
+    "Accept": "application/json, text/event-stream",
+}

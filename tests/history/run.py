@@ -28,7 +28,16 @@ import httpx2
 from anyio.abc import Process
 
 from tests.history.checker import Fault, Report, check
-from tests.history.clients import ApiClient, Client, ModernClient, Pace, Recorder, SseClient, StreamableClient
+from tests.history.clients import (
+    ApiClient,
+    Client,
+    ListenClient,
+    ModernClient,
+    Pace,
+    Recorder,
+    SseClient,
+    StreamableClient,
+)
 from tests.support.cluster import cluster_env
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.rr_proxy import RoundRobinProxy, round_robin_proxy
@@ -114,6 +123,7 @@ class RunConfig:
     streamable_clients: int = 2
     sse_clients: int = 2
     modern_clients: int = 2
+    listen_clients: int = 2
     fault_every_s: float = 6.0
     settle_timeout_s: float = 25.0
     interval_s: float = 0.05
@@ -225,6 +235,7 @@ async def run_history(workdir: Path, config: RunConfig) -> Outcome:
             (StreamableClient, config.streamable_clients),
             (SseClient, config.sse_clients),
             (ModernClient, config.modern_clients),
+            (ListenClient, config.listen_clients),
         ]
         async with AsyncExitStack() as stack:
             clients: list[Client] = []
