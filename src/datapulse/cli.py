@@ -18,6 +18,16 @@ from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 from datapulse import __version__
+from datapulse.client_config import (
+    CLIENT_NAMES,
+    DEFAULT_TOKEN_ENV,
+    DEFAULT_URL,
+    check_env_name,
+    check_url,
+    client_named,
+    notes,
+    snippet,
+)
 from datapulse.config import Settings
 
 if TYPE_CHECKING:  # imported lazily at run time: `datapulse serve` need not load the bridge
@@ -142,6 +152,52 @@ def _build(settings: Settings, json_logs: bool | None, *, make: Callable[[], Any
     except RuntimeError as exc:
         raise click.UsageError(str(exc)) from None
     return application
+
+
+def _check_url(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _check_env_name(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_env_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command("config")
+@click.argument("client", metavar="CLIENT", type=click.Choice(CLIENT_NAMES, case_sensitive=False))
+@click.option(
+    "--url",
+    default=DEFAULT_URL,
+    show_default=True,
+    callback=_check_url,
+    help="Base URL of the running server, as its banner prints it (the snippet targets URL/mcp).",
+)
+@click.option(
+    "--token-env",
+    default=DEFAULT_TOKEN_ENV,
+    show_default=True,
+    metavar="NAME",
+    callback=_check_env_name,
+    help="Environment variable holding the bearer token; the snippet refers to it, never to the token itself.",
+)
+def config_command(client: str, url: str, token_env: str) -> None:
+    """Print a configuration snippet connecting CLIENT to a running DataPulse server (Streamable HTTP at URL/mcp,
+    Authorization: Bearer token). CLIENT: claude-code, claude-desktop, cursor, vscode, windsurf or inspector.
+
+    The snippet goes to stdout, ready to paste or redirect into the file; where it goes, how the client reads the
+    token and the documentation its format follows go to stderr as '#' lines.
+    """
+    chosen = client_named(client)
+    click.echo(f"# {chosen.title}. {chosen.location}", err=True)
+    for line in notes(client, token_env):
+        click.echo(f"# {line}", err=True)
+    click.echo(f"# Format: {', '.join(chosen.doc_urls)}", err=True)
+    click.echo(snippet(client, url, token_env))
 
 
 _BRIDGE_OPTIONS: dict[str, str] = {

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 
 from datapulse import __version__
 from datapulse.app import shutdown
+from datapulse.client_config import CLIENT_NAMES, DEFAULT_TOKEN_ENV, SERVER_NAME, claude_code_config, mcp_endpoint
 from datapulse.config import Settings
 from datapulse.mounts import PrefixRouter, runtimes_of
 
@@ -143,17 +144,15 @@ def banner(
         base = settings.base_url
     if settings.insecure_no_auth and not settings.has_static_tokens:
         auth_line = "Auth:      NONE (insecure_no_auth) - anyone who can reach this port can call the tools"
-        headers: dict[str, str] = {}
+        authorization: str | None = None
     elif generated_token is not None:
         auth_line = f"Auth:      Authorization: Bearer {generated_token}   (generated for this run; shown once)"
-        headers = {"Authorization": f"Bearer {generated_token}"}
+        authorization = f"Bearer {generated_token}"
     else:
         auth_line = "Auth:      Authorization: Bearer <your DATAPULSE_TOKEN / DATAPULSE_TOKENS token>"
-        headers = {"Authorization": "Bearer ${DATAPULSE_TOKEN}"}
-    entries = {name: base + prefix for name, prefix in mounts} if mounts else {"datapulse": base}
-    servers: dict[str, Any] = {}
-    for name, at in entries.items():
-        servers[name] = {"type": "http", "url": f"{at}/mcp"} | ({"headers": headers} if headers else {})
+        authorization = f"Bearer ${{{DEFAULT_TOKEN_ENV}}}"
+    entries = {name: base + prefix for name, prefix in mounts} if mounts else {SERVER_NAME: base}
+    servers = {name: mcp_endpoint(at) for name, at in entries.items()}
     lines = [
         f"DataPulse {__version__} listening on {url}  (serving {server_name}"
         + (f", {workers} worker processes)" if workers > 1 else ")"),
@@ -168,11 +167,13 @@ def banner(
             f"  HTTP+SSE (2024-11-05):                       {base}/sse",
             f"  DataPulse API:  GET {base}/events?session_id=ID   POST {base}/message?session_id=ID",
         ]
+    other_clients = ", ".join(name for name in CLIENT_NAMES if name != "claude-code")
     lines += [
         f"  Health:                                      {base}/health",
         auth_line,
-        "Client configuration (Claude Code, Cursor, VS Code and other MCP clients):",
-        json.dumps({"mcpServers": servers}, indent=2),
+        f"Other clients ({other_clients}): datapulse config CLIENT --url {base}" + ("<prefix>" if mounts else ""),
+        "Client configuration for Claude Code (.mcp.json in the project root):",
+        json.dumps(claude_code_config(servers, authorization), indent=2),
     ]
     return "\n".join(lines)
 
