@@ -17,8 +17,9 @@ import httpx2
 import pytest
 
 from datapulse.cluster.store import Keys, connect
-from tests.cluster.test_failover import FAST_FAILOVER, eventually, kill, until_not_503
+from tests.cluster.test_failover import FAST_FAILOVER, kill, until_not_503
 from tests.support.cluster import spawn_cluster
+from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess, bearer
 from tests.support.sse import SseReader, open_sse

@@ -18,6 +18,7 @@ from datapulse.cluster.store import Keys, connect
 from datapulse.transports._sse_codec import SseEvent
 from tests.support.cluster import spawn_cluster
 from tests.support.mcp_http import initialize_request, legacy_call, legacy_initialize
+from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess, bearer
 from tests.support.sse import open_sse
@@ -47,15 +48,6 @@ async def kill(process: ServerProcess) -> None:
     process.process.kill()
     with anyio.fail_after(10):
         await process.process.wait()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = RECOVERY_TIMEOUT_S) -> None:
-    """Wait until ``check()`` holds: a condition in another process (Redis), so it is polled, bounded."""
-    with anyio.fail_after(timeout_s):
-        while True:
-            if await check():
-                return
-            await anyio.sleep(0.05)
 
 
 async def _at_least(value: Awaitable[int], minimum: int) -> bool:

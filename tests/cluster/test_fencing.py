@@ -12,16 +12,16 @@ reconnect (to either instance) and reach the new owner, with every result once a
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
-import anyio
 import httpx2
 import pytest
 
 from datapulse.cluster.store import Keys, connect
 from tests.support.cluster import cluster_env
 from tests.support.mcp_http import legacy_call, legacy_initialize
+from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess, bearer, spawn_datapulse
 from tests.support.sse import SseReader, open_sse
@@ -54,15 +54,6 @@ async def next_result(stream: SseReader) -> tuple[str, str | None]:
             body = json.loads(event.data)
             assert body["type"] == "tool_result", body
             return str(body["request_id"]), event.event_id
-
-
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Wait until ``check()`` holds: the state of other processes, so it is polled, bounded."""
-    with anyio.fail_after(TIMEOUT_S):
-        while True:
-            if await check():
-                return
-            await anyio.sleep(0.05)
 
 
 async def lease_held(http: httpx2.AsyncClient) -> bool:

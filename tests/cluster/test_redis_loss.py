@@ -28,7 +28,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import anyio
 import httpx2
 import pytest
 
@@ -36,6 +35,7 @@ from datapulse.cluster.store import Keys, connect
 from datapulse.cluster.timed_redis import TimedRedis
 from tests.support.cluster import spawn_cluster
 from tests.support.mcp_http import initialize_request, legacy_call, legacy_headers, legacy_initialize
+from tests.support.polling import eventually
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.servers import ServerProcess, bearer
 from tests.support.sse import SseReader, open_sse
@@ -122,15 +122,6 @@ async def both_listen(redis: RedisServer, node_ids: list[str]) -> None:
 async def _subscribed(store: TimedRedis, channels: list[str]) -> bool:
     numsub = cast(list[tuple[bytes, int]], await store.pubsub_numsub(*channels))
     return all(count == 1 for _, count in numsub)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = RECOVERY_TIMEOUT_S) -> None:
-    """Wait until ``check()`` holds: the state of other processes, so it is polled, bounded."""
-    with anyio.fail_after(timeout_s):
-        while True:
-            if await check():
-                return
-            await anyio.sleep(0.05)
 
 
 async def is_ready(http: httpx2.AsyncClient) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -29,6 +28,7 @@ from datapulse.cluster.redis_api import xrange_entries
 from datapulse.cluster.store import Keys
 from tests.support.cluster import spawn_cluster
 from tests.support.mcp_http import legacy_call, legacy_initialize
+from tests.support.polling import eventually
 from tests.support.sentinel import SentinelDeployment, run_sentinel
 from tests.support.servers import ServerProcess, bearer
 from tests.support.sse import SseReader, open_sse
@@ -110,15 +110,6 @@ async def read_results(stream: SseReader, into: list[tuple[int, int]]) -> None:
         into.append((n, int(event.event_id.rsplit(".", 1)[1])))
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float) -> None:
-    """Wait until ``check()`` holds: the state of other processes, so it is polled, bounded."""
-    with anyio.fail_after(timeout_s):
-        while True:
-            if await check():
-                return
-            await anyio.sleep(0.05)
-
-
 async def ready(http: httpx2.AsyncClient, outcomes: Outcomes) -> bool:
     response = outcomes.record(await http.get("/ready"))
     if response.status_code == 503:
@@ -189,7 +180,7 @@ async def test_a_sentinel_failover_under_load_gives_clear_errors_then_both_insta
             store = await master_client(sentinel)
             try:  # every pub/sub reader resubscribed on the promoted master: the bus and each instance's channel
                 channels = [Keys("dp").bus_channel, *(Keys("dp").node_channel(node_id) for node_id in node_ids)]
-                await until(lambda: _subscribers_are(store, channels, [2, 1, 1]), RECOVERY_TIMEOUT_S)
+                await eventually(lambda: _subscribers_are(store, channels, [2, 1, 1]), RECOVERY_TIMEOUT_S)
             finally:
                 await store.aclose()
 
@@ -200,7 +191,7 @@ async def test_a_sentinel_failover_under_load_gives_clear_errors_then_both_insta
                 assert response.status_code == 202, response.text
             after = [number for number in accepted if number >= first_after]
             assert after == list(range(first_after, posted + 1))
-            await until(lambda: _holds(set(after) <= {number for number, _ in results}), RECOVERY_TIMEOUT_S)
+            await eventually(lambda: _holds(set(after) <= {number for number, _ in results}), RECOVERY_TIMEOUT_S)
             tg.cancel_scope.cancel()
 
         numbers = [number for number, _ in results]
