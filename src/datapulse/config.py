@@ -9,9 +9,11 @@ comma-separated values. The seed project's names are honoured as aliases:
 from __future__ import annotations
 
 import ipaddress
+import ssl
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from datapulse.cluster.redis_url import check_redis_url
@@ -31,6 +33,53 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _readable_file(path: str | None) -> str | None:
+    """``path`` when it names a regular file this process can read (None stays None).
+
+    Raises:
+        ValueError: no such file, not a regular file, or not readable (the message says which).
+    """
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.exists():
+        raise ValueError(f"no such file: {path!r}")
+    if not file.is_file():
+        raise ValueError(f"not a file: {path!r}")
+    try:
+        with file.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    return path
+
+
+def _check_tls_files(certfile: str, keyfile: str, password: str | None) -> None:
+    """Load the certificate and key as uvicorn will, so a bad pair fails at load with a message, not at start-up
+    with a traceback. An encrypted key without a password fails here (OpenSSL would prompt on the terminal).
+
+    Raises:
+        ValueError: no PEM certificate in ``certfile``; ``keyfile`` unreadable as a key (or the password is wrong);
+            or the key is not the certificate's.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=certfile)
+    except ssl.SSLError:
+        raise ValueError(f"--ssl-certfile {certfile!r} holds no PEM certificate") from None
+    try:
+        context.load_cert_chain(certfile, keyfile, password if password is not None else lambda: "")
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(
+                f"--ssl-keyfile {keyfile!r} is not the private key of the certificate in --ssl-certfile {certfile!r}"
+            ) from None
+        raise ValueError(
+            f"--ssl-keyfile {keyfile!r} cannot be loaded: not a PEM private key, or an encrypted one and "
+            "--ssl-keyfile-password is missing or wrong"
+        ) from None
+
+
 class Settings(BaseSettings):
     """DataPulse server settings (see each field's description; ``datapulse serve --help`` shows them all)."""
 
@@ -48,7 +97,26 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
     root_path: str = Field(default="", description="Path prefix the server is mounted under (behind a proxy).")
     public_url: str | None = Field(
-        default=None, description="Base URL clients use (printed in the banner); default http://HOST:PORT."
+        default=None,
+        description="Base URL clients use (printed in the banner; behind a proxy, the proxy's URL, e.g. "
+        "https://mcp.example.com). Default: http://HOST:PORT, https:// with --ssl-certfile.",
+    )
+
+    # --- TLS (HTTPS served directly) -----------------------------------------------------------------------------
+    ssl_certfile: str | None = Field(
+        default=None,
+        description="Serve HTTPS with this PEM certificate file (the server's certificate first, then any "
+        "intermediates). Needs --ssl-keyfile. Empty: plain HTTP (e.g. behind a TLS-terminating proxy).",
+    )
+    ssl_keyfile: str | None = Field(
+        default=None,
+        validate_default=True,  # so a certificate without a key is refused by name
+        description="The PEM private key file of --ssl-certfile. Needs --ssl-certfile.",
+    )
+    ssl_keyfile_password: SecretStr | None = Field(
+        default=None,
+        description="Password of an encrypted --ssl-keyfile (never prompted for: an encrypted key without it is "
+        "refused at start).",
     )
 
     # --- auth --------------------------------------------------------------------------------------------------
@@ -150,7 +218,8 @@ class Settings(BaseSettings):
     )
     trusted_proxies: CommaList = Field(
         default_factory=list,
-        description="Proxy addresses or CIDRs whose X-Forwarded-Host/-Proto are believed.",
+        description="Proxy addresses or CIDRs whose X-Forwarded-Host/-Proto are believed (what uvicorn calls "
+        "--forwarded-allow-ips; '*' is not accepted). Empty: those headers are ignored.",
     )
 
     # --- sessions and streams -------------------------------------------------------------------------------------
@@ -271,6 +340,28 @@ class Settings(BaseSettings):
                 raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR") from exc
         return value
 
+    @field_validator("ssl_certfile", "ssl_keyfile", "ssl_keyfile_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("ssl_certfile")
+    @classmethod
+    def _certfile_readable(cls, value: str | None) -> str | None:
+        return _readable_file(value)
+
+    @field_validator("ssl_keyfile")
+    @classmethod
+    def _keyfile_pairs_with_certfile(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "ssl_certfile" in info.data:  # absent when the certificate was refused; that error says why
+            certfile = info.data["ssl_certfile"]
+            both = "give both or neither (DATAPULSE_SSL_CERTFILE, DATAPULSE_SSL_KEYFILE)"
+            if certfile is not None and value is None:
+                raise ValueError(f"required with --ssl-certfile: {both}")
+            if certfile is None and value is not None:
+                raise ValueError(f"given without --ssl-certfile: {both}")
+        return _readable_file(value)
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_scheme(cls, value: SecretStr | None) -> SecretStr | None:
@@ -290,6 +381,14 @@ class Settings(BaseSettings):
     def _auth_required_off_loopback(self) -> Settings:
         if self.host not in LOOPBACK_HOSTS and self.insecure_no_auth and self.auth_enabled:
             raise ValueError("insecure_no_auth conflicts with configured tokens or JWT issuer; choose one")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files_load(self) -> Settings:
+        if self.ssl_certfile is not None and self.ssl_keyfile is not None:
+            password = self.ssl_keyfile_password
+            secret = password.get_secret_value() if password is not None else None
+            _check_tls_files(self.ssl_certfile, self.ssl_keyfile, secret)
         return self
 
     @property
@@ -313,6 +412,11 @@ class Settings(BaseSettings):
         return self.redis_url is not None and bool(self.redis_url.get_secret_value())
 
     @property
+    def tls(self) -> bool:
+        """Whether DataPulse serves HTTPS itself (``ssl_certfile`` and ``ssl_keyfile`` set)."""
+        return self.ssl_certfile is not None
+
+    @property
     def is_loopback(self) -> bool:
         """Whether the bind host is a loopback interface."""
         return self.host in LOOPBACK_HOSTS
@@ -323,4 +427,5 @@ class Settings(BaseSettings):
         if self.public_url:
             return self.public_url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
-        return f"http://{host}:{self.port}{self.root_path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.port}{self.root_path}"

@@ -64,13 +64,15 @@ class DataPulseServer(uvicorn.Server):
             self._on_started(self.bound_url())
 
     def bound_url(self) -> str:
-        """``http://host:port`` of the first listening socket (the real port when port 0 was asked for)."""
+        """``http://host:port`` (``https://`` when serving TLS) of the first listening socket (the real port when
+        port 0 was asked for)."""
+        scheme = "https" if self.config.is_ssl else "http"
         for server in self.servers:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
                 host = f"[{host}]" if ":" in host else host
-                return f"http://{host}:{port}"
-        return f"http://{self.config.host}:{self.config.port}"
+                return f"{scheme}://{host}:{port}"
+        return f"{scheme}://{self.config.host}:{self.config.port}"
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -103,7 +105,12 @@ def freeze_startup_objects() -> None:
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """The uvicorn settings DataPulse runs with (uvloop and httptools when installed); ``app`` is the ASGI app,
-    or None for a config that only binds the socket (`uvicorn.Config.bind_socket`)."""
+    or None for a config that only binds the socket (`uvicorn.Config.bind_socket`).
+
+    TLS is uvicorn's (``ssl_certfile``/``ssl_keyfile``, checked when the settings load). uvicorn's own proxy
+    headers handling stays off: DataPulse believes ``X-Forwarded-*`` only from ``trusted_proxies`` itself.
+    """
+    password = settings.ssl_keyfile_password
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -115,6 +122,9 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         timeout_keep_alive=30,
         backlog=4096,
         proxy_headers=False,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+        ssl_keyfile_password=password.get_secret_value() if password is not None else None,
         server_header=False,
         lifespan="on",
         log_config=None,  # uvicorn's lines go through DataPulse's structured logging (datapulse.logs)
@@ -133,7 +143,7 @@ def banner(
     """The startup text: endpoints, how to authenticate, and a client configuration snippet.
 
     Args:
-        url: the bound ``http://host:port``.
+        url: the bound ``http://host:port`` (``https://`` when serving TLS).
         server_name: what is served (the MCP server's name, or a summary for several mounts).
         generated_token: the bearer token generated for this run, shown once; None when configured.
         workers: worker processes (``datapulse serve --workers``).

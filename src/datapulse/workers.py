@@ -208,7 +208,7 @@ class Supervisor:
                 self._start(slot, sock)
             if self._await_startup(metrics_dir):
                 if self.on_ready is not None:
-                    self.on_ready(_url_of(sock))
+                    self.on_ready(_url_of(sock, tls=self.settings.tls))
                 self._supervise(sock, metrics_dir)
             status = 0 if self._signals else STARTUP_FAILURE  # stopped by a signal, or a worker failed to start
             self._stop(metrics_dir)
@@ -370,7 +370,8 @@ class Supervisor:
                 self._reap(slot, metrics_dir)
 
 
-def _url_of(sock: socket.socket) -> str:
+def _url_of(sock: socket.socket, *, tls: bool) -> str:
+    """``http://host:port`` of the shared listening socket (``https://`` when the workers serve TLS)."""
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}"
+    return f"{'https' if tls else 'http'}://{host}:{port}"

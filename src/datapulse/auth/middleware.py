@@ -209,8 +209,11 @@ class SecurityMiddleware:
     def _scheme(self, scope: Scope, forwarded_proto: str | None) -> str:
         client = scope.get("client")
         trusted = is_trusted_proxy(client[0] if client else None, self.trusted_proxies)
-        if trusted and forwarded_proto in ("http", "https"):
-            return str(forwarded_proto)
+        if trusted and forwarded_proto is not None:
+            # The first entry is the client's scheme (a chain of proxies appends: "https, http"), any case.
+            first = forwarded_proto.split(",", 1)[0].strip().lower()
+            if first in ("http", "https"):
+                return first
         return str(scope.get("scheme", "http"))
 
     async def _authenticate(
