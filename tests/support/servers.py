@@ -143,18 +143,27 @@ class ServerProcess:
 
 @asynccontextmanager
 async def spawn_datapulse(
-    args: Sequence[str] = (), env: Mapping[str, str] | None = None, *, module: bool = False, command: str = "serve"
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    *,
+    module: bool = False,
+    command: str = "serve",
+    executable: Path | None = None,
+    cwd: Path = REPO_ROOT,
 ) -> AsyncIterator[ServerProcess]:
     """Start ``datapulse COMMAND --port 0 ARGS`` (``serve`` or ``bridge``) and wait for its banner; kill it on exit
-    if still alive."""
+    if still alive. ``executable``: another installation's ``datapulse`` (default: this venv's); ``cwd``: where it
+    runs (default: the repository)."""
     program = [sys.executable, "-m", "datapulse"] if module else [str(Path(sys.executable).parent / "datapulse")]
+    if executable is not None:
+        program = [str(executable)]
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPULSE_") and k != "LOCAL_BEARER_TOKEN"}
     full_env.update({"PYTHONUNBUFFERED": "1"})
     full_env.update(env or {})
     process = await anyio.open_process(
         [*program, command, "--port", "0", *args],
         env=full_env,
-        cwd=str(REPO_ROOT),
+        cwd=str(cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
