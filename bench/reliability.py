@@ -43,6 +43,7 @@ def main() -> int:
     parser.add_argument("--listen-clients", type=int, default=2)
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults (default 6)")
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
+    parser.add_argument("--keep", type=Path, help="keep the run's files here (history.jsonl, instance logs)")
     args = parser.parse_args()
     config = RunConfig(
         duration_s=args.duration,
@@ -54,8 +55,12 @@ def main() -> int:
         fault_every_s=args.fault_every,
     )
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="datapulse-reliability-") as workdir:
-        outcome = anyio.run(run_history, Path(workdir), config)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        outcome = anyio.run(run_history, args.keep, config)
+    else:
+        with tempfile.TemporaryDirectory(prefix="datapulse-reliability-") as workdir:
+            outcome = anyio.run(run_history, Path(workdir), config)
     report = outcome.report
     print(f"# DataPulse reliability soak: {args.duration:.0f} s of workload, {time.monotonic() - started:.0f} s in all")
     print(f"# {platform.platform()}, Python {platform.python_version()}, {len(outcome.faults)} faults")

@@ -238,6 +238,32 @@ async def test_the_readers_resubscribe_by_themselves_after_redis_restarts(redis_
     assert gaps[:1] == ["b"], "the reader told its owner it missed events, so listen streams end (clients re-listen)"
 
 
+async def test_a_node_whose_publish_failed_while_redis_was_frozen_tells_the_others_they_missed_it(
+    redis_server: RedisServer,
+) -> None:
+    """A frozen Redis (SIGSTOP) breaks no subscription, so no reader notices; the node whose PUBLISH timed out
+    publishes a gap notice once Redis answers, and each other node's ``on_gap`` runs (its listen streams end)."""
+    gaps: list[str] = []
+    told = anyio.Event()
+
+    def gap_on_b() -> None:
+        gaps.append("b")
+        told.set()
+
+    async with two_nodes(redis_server.url) as (a, b):
+        a.on_gap = lambda: gaps.append("a")
+        b.on_gap = gap_on_b
+        redis_server.pause()
+        try:
+            await a.publish(ResourceUpdated("lost:frozen"))  # times out after the client's socket timeout (1 s)
+        finally:
+            redis_server.resume()
+        with anyio.fail_after(WAIT_S):
+            await told.wait()
+        await publish_until_received(b, a)  # a's reader is fine, and a's own notice never came back to it
+        assert gaps == ["b"]
+
+
 async def test_the_readers_recover_when_redis_drops_their_connections(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

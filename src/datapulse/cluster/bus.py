@@ -16,7 +16,9 @@ Contract (the SDK's `SubscriptionBus` Protocol docstring and ``docs/handlers/sub
   while Redis is down, or while a reader is resubscribing, is lost for the other nodes (clients
   re-listen and refetch). So that no listener misses one silently, ``on_gap`` is called whenever the
   reader loses its subscription (DataPulse ends its listen streams then, and refuses new ones until the
-  reader is subscribed again: `connected`).
+  reader is subscribed again: `connected`), and a node whose PUBLISH failed tells the others once Redis
+  answers again (a gap notice, ``{"n": node_id, "gap": true}``): each of them calls ``on_gap`` then. A frozen
+  Redis breaks no subscription, so the notice is how the readers learn what they missed.
 
 Wire format: one UTF-8 JSON object per PUBLISH, ``{"n": node_id, "m": method, "p": params}``, where
 ``method`` and ``params`` are the event's MCP notification (``event_to_notification``) without
@@ -55,6 +57,22 @@ def encode_event(node_id: str, event: ServerEvent) -> str:
     wire: dict[str, Any] = event_to_notification(event, {}).model_dump(by_alias=True, exclude_none=True, mode="json")
     params = {key: value for key, value in (wire.get("params") or {}).items() if key != "_meta"}
     return json.dumps({"n": node_id, "m": wire["method"], "p": params}, separators=(",", ":"))
+
+
+def encode_gap_notice(node_id: str) -> str:
+    """The wire frame telling the other nodes that events ``node_id`` published were lost (its PUBLISH failed)."""
+    return json.dumps({"n": node_id, "gap": True}, separators=(",", ":"))
+
+
+def gap_notice_from(data: bytes | str) -> str | None:
+    """The node id of a gap notice frame, or None if ``data`` is not one."""
+    try:
+        frame = json.loads(data)
+    except ValueError:
+        return None
+    if isinstance(frame, dict) and frame.get("gap") is True and isinstance(frame.get("n"), str):
+        return str(frame["n"])
+    return None
 
 
 def decode_event(data: bytes | str) -> tuple[str, ServerEvent] | None:
@@ -111,6 +129,8 @@ class RedisSubscriptionBus:
         self._publish_timeout_s = float(socket_timeout) if socket_timeout else DEFAULT_PUBLISH_TIMEOUT_S
         self._connected = False
         self._publish_failing = False
+        self._gap_owed = False  # a PUBLISH failed: the other nodes must be told (`_announce_gaps_forever`)
+        self._gap_owed_changed: anyio.Event | None = None
         self.on_gap: Callable[[], None] | None = None
         """Called (synchronously, must not raise) when the reader loses its subscription, or finds that redis-py
         resubscribed it by itself: events from other nodes published meanwhile were lost here."""
@@ -140,6 +160,9 @@ class RedisSubscriptionBus:
             why = f"{type(exc).__name__}: {str(exc) or f'no answer within {self._publish_timeout_s} s'}"
             logger.log(level, "bus: PUBLISH to %r failed (%s); other nodes miss %r", self._channel, why, event)
             self._publish_failing = True
+            self._gap_owed = True
+            if self._gap_owed_changed is not None:
+                self._gap_owed_changed.set()
             return
         if self._publish_failing:
             self._publish_failing = False
@@ -151,8 +174,34 @@ class RedisSubscriptionBus:
         Signals ``task_status.started()`` once the first SUBSCRIBE is confirmed by Redis (so
         ``tg.start(bus.run)`` waits for Redis; bound it with a timeout if startup must not). On a Redis
         fault it logs a warning, waits (exponential backoff capped at ``reconnect_backoff_max_s``) and
-        subscribes again, forever. Own echoes are dropped; undecodable messages are logged and skipped.
+        subscribes again, forever. Own echoes are dropped; undecodable messages are logged and skipped. Beside
+        the reader, a task publishes a gap notice after a failed PUBLISH (retried with the same backoff), and a
+        notice from another node calls ``on_gap``.
         """
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._announce_gaps_forever)
+            await self._read_forever(task_status)
+
+    async def _announce_gaps_forever(self) -> None:
+        """Publish a gap notice after PUBLISH failed, retrying with the reader's backoff until Redis takes it."""
+        while True:
+            self._gap_owed_changed = anyio.Event()
+            if not self._gap_owed:
+                await self._gap_owed_changed.wait()
+            delay = min(_FIRST_BACKOFF_S, self._backoff_max_s)
+            while self._gap_owed:
+                self._gap_owed = False  # a failure from here on owes another notice
+                try:
+                    with anyio.fail_after(self._publish_timeout_s):
+                        await self._redis.publish(self._channel, encode_gap_notice(self._node_id))
+                except (RedisError, OSError):
+                    self._gap_owed = True
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, self._backoff_max_s)
+                else:
+                    logger.info("bus: told the other nodes that events published here meanwhile were lost")
+
+    async def _read_forever(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         started = False
         failing = False  # warn once per outage, then log retries at debug
         delay = min(_FIRST_BACKOFF_S, self._backoff_max_s)
@@ -204,6 +253,12 @@ class RedisSubscriptionBus:
                 logger.exception("bus: on_gap raised; continuing")
 
     async def _deliver(self, data: bytes | str) -> None:
+        notifier = gap_notice_from(data)
+        if notifier is not None:
+            if notifier != self._node_id:
+                logger.warning("bus: node %r could not publish some events; listeners here missed them", notifier)
+                self._gap()
+            return
         decoded = decode_event(data)
         if decoded is None:
             logger.warning("bus: skipping undecodable message on %r: %.120r", self._channel, data)
