@@ -225,10 +225,10 @@ def _check_client(records: list[Record], kills: list[float], transport: str) -> 
         for item, accepted in expected.items():
             if seen[item]:
                 continue
-            if ended is not None:
+            if any(-KILL_IN_TRANSIT_S <= kill - accepted.t <= IN_FLIGHT_WINDOW_S for kill in kills):
+                report.lost_in_crash.append(item)  # (also when its session ended later: it died with the instance)
+            elif ended is not None:
                 report.lost_with_session.append(item)
-            elif any(-KILL_IN_TRANSIT_S <= kill - accepted.t <= IN_FLIGHT_WINDOW_S for kill in kills):
-                report.lost_in_crash.append(item)
             else:
                 report.lost.append(item)
     return report

@@ -143,7 +143,12 @@ async def cluster(workdir: Path, n: int = 3) -> AsyncIterator[tuple[RedisServer,
     redis = RedisServer(free_port(), workdir, appendonly=True)
     await redis.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPULSE_")}
-    env.update(cluster_env(redis.url, {"PYTHONUNBUFFERED": "1", "DATAPULSE_LOG_LEVEL": "warning"}))
+    env.update(
+        cluster_env(
+            redis.url,
+            {"PYTHONUNBUFFERED": "1", "DATAPULSE_LOG_LEVEL": os.environ.get("DATAPULSE_HISTORY_LOG_LEVEL", "warning")},
+        )
+    )
     async with AsyncExitStack() as stack:
         stack.push_async_callback(redis.stop)
         instances: list[Instance] = []

@@ -88,6 +88,13 @@ def test_what_an_ended_session_owed_is_lost_with_the_session_and_duplicates_stil
     assert report.valid
 
 
+def test_a_result_lost_in_a_crash_stays_lost_in_the_crash_when_its_session_ends_later() -> None:
+    records = [expect(10.0, "r1", 1), Record(30.0, "a", "session", detail="404: session not found")]
+    report = check(records, [Fault("kill -9", 10.5, 12.0, kills_in_flight=True)], T)
+    assert report.total("lost_in_crash") == 1
+    assert report.total("lost_with_session") == 0
+
+
 def test_an_indeterminate_request_may_arrive_or_not_but_not_twice() -> None:
     records = [Record(0.1, "a", "indeterminate", "r1", 1), expect(0.2, "r2", 2), result(0.3, "r2", 2, 1)]
     assert check(records, [], T).valid

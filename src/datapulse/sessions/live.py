@@ -149,6 +149,9 @@ class LiveSession:
         self.epoch = epoch if epoch is not None else secrets.token_urlsafe(6)
         """Random prefix of this session's stream keys: event ids cannot be guessed from the session id."""
         self.state = SessionState.NEW
+        self.moving = False
+        """Set when this process lets the session go to another instance (drain hand-over, or fencing): requests
+        that still find it here get `SessionMoved` (503, retry), not the 404 of a closed session."""
         self._server_request_timeout_s = server_request_timeout_s
         self._in_flight: dict[RequestId, CancelScope] | None = None
         self._pending: dict[str, anyio.Event] | None = None

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import anyio
 
-from datapulse.errors import SessionNotFound, Unavailable
+from datapulse.errors import SessionMoved, SessionNotFound, Unavailable
 from datapulse.sessions.lifecycle import SessionEvent
 from datapulse.sessions.live import LiveSession
 from datapulse.sessions.registry import SessionKind, SessionRecord, SessionRegistry
@@ -107,12 +107,17 @@ class SessionManager:
         Raises:
             SessionNotFound: unknown, closed, of another kind, or opened by another principal — one
                 error for all, so a guessed or leaked id reveals nothing (HTTP 404).
+            SessionMoved: the principal's session is being handed over to another instance (503, retry).
         """
         session = self._live.get(session_id)
-        if session is None or not isinstance(session, kind) or not session.is_open:
+        if session is None or not isinstance(session, kind):
             raise SessionNotFound()
         if session.principal != principal:
             log.warning("session %s: refused a request from another principal", session_id[:16])
+            raise SessionNotFound()
+        if session.moving:  # being handed over: the retry reaches the instance that takes it
+            raise SessionMoved()
+        if not session.is_open:
             raise SessionNotFound()
         await self.registry.touch(session_id, self.clock())
         return session
@@ -180,6 +185,7 @@ class SessionManager:
     async def _let_go(self, session_id: str, session: LiveSession, verb: str, reason: str) -> bool:
         if not session.begin_close(SessionEvent.CLOSE):
             return False
+        session.moving = True
         log.info("session %s (%s) %s: %s", session_id[:16], session.kind.value, verb, reason)
         try:
             session.end_streams(reason)
