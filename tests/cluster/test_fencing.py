@@ -15,10 +15,14 @@ import json
 from collections.abc import Awaitable
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
+from pydantic import SecretStr
 
+from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.store import Keys, connect
+from datapulse.config import Settings
 from tests.support.cluster import cluster_env
 from tests.support.mcp_http import legacy_call, legacy_initialize
 from tests.support.polling import eventually
@@ -130,3 +134,66 @@ async def _gone(store: Any, key: str) -> bool:
 
 async def _ready(http: httpx2.AsyncClient) -> bool:
     return (await http.get("/ready")).status_code == 200
+
+
+async def test_after_redis_froze_longer_than_the_heartbeat_ttl_no_session_moves_between_live_instances(
+    redis_server: RedisServer,
+) -> None:
+    """A frozen Redis expires every heartbeat at once. The instance the next request reaches must not take the
+    session of a live owner over (see the next test for the rule that guarantees it), so the session stays where
+    it is and its stream stays open."""
+    session = "frozen-api-1"
+    store = connect(redis_server.url, 2.0)
+    async with (
+        spawn_datapulse(ARGS, env=cluster_env(redis_server.url)) as owner,
+        spawn_datapulse(ARGS, env=cluster_env(redis_server.url)) as other,
+        client(owner) as at_owner,
+        client(other) as elsewhere,
+    ):
+        owner_node = (await at_owner.get("/health")).json()["node_id"]
+        async with open_sse(at_owner, "GET", f"/events?session_id={session}") as stream:
+            assert (await elsewhere.post(f"/message?session_id={session}", json=api_message(1))).status_code == 202
+            assert (await next_result(stream))[0] == "r1"
+
+            redis_server.pause()
+            try:
+                await eventually(lambda: _not(lease_held(at_owner)))
+                await eventually(lambda: _not(lease_held(elsewhere)))
+            finally:
+                redis_server.resume()
+
+            async def accepted_elsewhere() -> bool:
+                response = await elsewhere.post(f"/message?session_id={session}", json=api_message(2))
+                assert response.status_code in (202, 503), response.text
+                return response.status_code == 202
+
+            await eventually(accepted_elsewhere)
+            assert (await next_result(stream))[0] == "r2", "the same stream, on the same owner"
+            assert await store.hget(KEYS.session(session), "owner") == owner_node.encode()
+    await store.aclose()
+
+
+async def test_an_instance_takes_no_session_over_until_one_ttl_after_its_own_beats_work_again(
+    redis_server: RedisServer,
+) -> None:
+    """`ClusterNode.may_take_over`: only with its own lease, and not within one heartbeat TTL after its beats
+    failed, by when every live owner has beaten again (they beat three times per TTL)."""
+    settings = Settings(redis_url=SecretStr(redis_server.url), node_heartbeat_ttl_s=1, redis_timeout_s=1)
+    node = ClusterNode(settings, "fence-test-node")
+    async with anyio.create_task_group() as tasks:
+        await tasks.start(node.run)
+        await eventually(lambda: _now(node.holds_lease()))
+        assert node.may_take_over()
+        await redis_server.stop()
+        await eventually(lambda: _now(not node.holds_lease()))
+        assert not node.may_take_over(), "no lease, no take-over"
+        await redis_server.start()
+        await eventually(lambda: _now(node.holds_lease()))
+        assert not node.may_take_over(), "its beats failed: a TTL of grace first"
+        await eventually(lambda: _now(node.may_take_over()))
+        tasks.cancel_scope.cancel()
+    await node.leave()
+
+
+async def _now(value: bool) -> bool:
+    return value

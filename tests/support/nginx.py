@@ -4,7 +4,7 @@
 ``# @listen``, ``# @tls``): everything else, every directive the recipe documents, runs as shipped. `run_nginx`
 writes a complete ``nginx.conf`` around it (foreground, one process, pid, logs and temp files under a work
 directory, an access log naming the upstream of every request) and starts the real binary on free loopback
-ports, optionally with a TLS listener on a self-signed certificate; every wait is bounded.
+ports, optionally with a TLS listener on a certificate from a throwaway test CA; every wait is bounded.
 
 Tests that need nginx skip with `NGINX_MISSING` as reason when it is not installed (``apt-get install nginx``,
 as ``scripts/install.sh --test`` does).
@@ -12,8 +12,6 @@ as ``scripts/install.sh --test`` does).
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import re
 import shutil
@@ -27,11 +25,8 @@ from typing import Final
 
 import anyio
 from anyio.abc import Process
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.support.certs import make_certificates
 from tests.support.processes import Finished, run_collecting
 from tests.support.redis_server import free_port
 
@@ -65,57 +60,21 @@ NGINX_MISSING: Final = (
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key (PEM files)."""
+    """A server certificate for 127.0.0.1 and localhost, its key, and the throwaway CA that signed it (PEM files)."""
 
     certificate: Path
     key: Path
+    ca: Path
 
     def client_context(self) -> ssl.SSLContext:
-        """An SSL context that trusts exactly this certificate."""
-        return ssl.create_default_context(cafile=str(self.certificate))
+        """An SSL context that trusts exactly the test CA."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
 
 def make_tls_files(directory: Path) -> TlsFiles:
-    """Write a fresh self-signed P-256 certificate (valid a day either side of now) and its key."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    files = TlsFiles(directory / "datapulse-test.pem", directory / "datapulse-test.key")
-    files.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return files
+    """Write a fresh test CA and a server certificate it signed (`tests.support.certs.make_certificates`)."""
+    files = make_certificates(directory)
+    return TlsFiles(files.server_cert, files.server_key, files.ca_cert)
 
 
 def render_recipe(

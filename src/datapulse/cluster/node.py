@@ -11,7 +11,9 @@ successful beat. So the owner serves its sessions without asking Redis while `ho
 paused or unreachable for longer than the TTL) it confirms a session's owner before serving it, and the first
 beat that finds the heartbeat gone reconciles every session (`on_store_back`): those another instance took
 over are let go here, those Redis lost are written back. Journal appends are fenced by owner as well
-(`datapulse.cluster.journal`).
+(`datapulse.cluster.journal`). And an instance takes sessions over only while it holds its own lease, and not
+within one TTL after its own beats failed (`may_take_over`): after an outage that expired every heartbeat at once,
+the live owners beat again first, so only a dead owner's sessions move.
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class ClusterNode:
         """Set by `retire` (drain): the heartbeat is gone for good."""
         self.lease_until = 0.0
         """Monotonic time until which no other instance can take this one's sessions over (`holds_lease`)."""
+        self.takeover_after = 0.0
+        """Monotonic time before which this instance takes no session over (`may_take_over`)."""
         self.on_store_back: Callable[[bool], None] | None = None
         """Called after a beat succeeds that follows failed ones, or finds this instance's heartbeat gone, with
         ``lapsed``: True when the heartbeat had expired (Redis paused or out of reach for longer than the TTL, or
@@ -103,6 +107,14 @@ class ClusterNode:
             ttl_s=settings.event_history_ttl_s,
             on_moved=moved,
         )
+
+    def may_take_over(self) -> bool:
+        """Whether this instance may take over a session whose owner's heartbeat is missing: only while it holds
+        its own lease, and not within one heartbeat TTL after its own beats failed. After an outage every
+        heartbeat may have expired at once (a frozen or restarted Redis), although every instance lives; the
+        live owners beat again within a third of a TTL, so waiting one TTL tells a dead owner from a live one
+        (requests meanwhile get 503 and retry)."""
+        return self.holds_lease() and time.monotonic() >= self.takeover_after
 
     def holds_lease(self) -> bool:
         """Whether this instance's sessions are certainly still its own: its last successful heartbeat was sent
@@ -199,8 +211,10 @@ class ClusterNode:
                         "this instance's heartbeat had lapsed (Redis paused, out of reach or restarted); "
                         "reconciling its sessions with the registry"
                     )
-                if (failing or lapsed) and self.on_store_back is not None:
-                    self.on_store_back(lapsed)
+                if failing or lapsed:
+                    self.takeover_after = time.monotonic() + ttl_s
+                    if self.on_store_back is not None:
+                        self.on_store_back(lapsed)
                 failing = False
                 first = False
             except Exception as exc:

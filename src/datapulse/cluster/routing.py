@@ -85,7 +85,7 @@ async def route(
             if record.owner == cluster.node_id:
                 return _replay(body, receive)
             continue
-        if await cluster.is_alive(record.owner):
+        if not cluster.may_take_over() or await cluster.is_alive(record.owner):
             raise Unavailable(
                 "Service Unavailable: the instance holding this session is reconnecting to the cluster; retry shortly",
                 headers={"Retry-After": "1"},
