@@ -118,6 +118,9 @@ class Client:
         self.owed: set[str] = set()
         self.seen: set[str] = set()
         self.settled = anyio.Event()
+        self.stopped = anyio.Event()
+        """Set by the sending loop when it has stopped (no request of it in flight): only then can nothing more
+        be owed."""
 
     def record(self, kind: RecordKind, item: str = "", **fields: Any) -> None:
         self.recorder.add(self.name, kind, item, **fields)
@@ -126,7 +129,7 @@ class Client:
         elif kind == "result":
             self.seen.add(item)
             self.owed.discard(item)
-        if self.pace.stop_sending.is_set() and not self.owed:
+        if self.stopped.is_set() and not self.owed:
             self.settled.set()
 
     def new_session(self, why: str) -> None:
@@ -139,6 +142,8 @@ class Client:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(self.loop)
             await self.pace.stop_sending.wait()
+            with anyio.move_on_after(settle_timeout_s):
+                await self.stopped.wait()  # a request sent just before the stop is answered first
             if not self.owed:
                 self.settled.set()
             with anyio.move_on_after(settle_timeout_s):
@@ -197,6 +202,7 @@ class ApiClient(Client):
     async def send_until_stopped(self) -> None:
         for n in itertools.count(1):
             if self.pace.stop_sending.is_set():
+                self.stopped.set()  # no request of this client is in flight any more
                 return
             request_id = f"r{n}"
             message = {
@@ -234,6 +240,7 @@ class StreamableClient(Client):
             tasks.start_soon(self.standalone_forever)
             for n in itertools.count(1):
                 if self.pace.stop_sending.is_set():
+                    self.stopped.set()  # no request of this client is in flight any more
                     break
                 if self.session_id is None:
                     self.session_id = await self.initialize()
@@ -468,6 +475,7 @@ class SseClient(Client):
             )
             for n in itertools.count(1):
                 if self.pace.stop_sending.is_set():
+                    self.stopped.set()  # no request of this client is in flight any more
                     return
                 params = {"name": "echo", "arguments": {"message": f"{self.name}|{n}"}}
                 try:
@@ -498,6 +506,7 @@ class ModernClient(Client):
     async def loop(self) -> None:
         for n in itertools.count(1):
             if self.pace.stop_sending.is_set():
+                self.stopped.set()  # no request of this client is in flight any more
                 return
             params = modern_params({"name": "echo", "arguments": {"message": f"{self.name}|{n}"}})
             headers = {
@@ -554,6 +563,7 @@ class ListenClient(Client):
             tasks.start_soon(self.listen_forever)
             for n in itertools.count(1):
                 if self.pace.stop_sending.is_set():
+                    self.stopped.set()  # no request of this client is in flight any more
                     break
                 with anyio.move_on_after(1):
                     await self.listening.wait()
