@@ -176,8 +176,8 @@ async def test_after_redis_froze_longer_than_the_heartbeat_ttl_no_session_moves_
 async def test_an_instance_takes_no_session_over_until_one_ttl_after_its_own_beats_work_again(
     redis_server: RedisServer,
 ) -> None:
-    """`ClusterNode.may_take_over`: only with its own lease, and not within one heartbeat TTL after its beats
-    failed, by when every live owner has beaten again (they beat three times per TTL)."""
+    """`ClusterNode.may_take_over`: only with its own lease, and not within one heartbeat TTL plus two Redis
+    timeouts after its beats failed, by when every live owner has beaten again."""
     settings = Settings(redis_url=SecretStr(redis_server.url), node_heartbeat_ttl_s=1, redis_timeout_s=1)
     node = ClusterNode(settings, "fence-test-node")
     async with anyio.create_task_group() as tasks:
@@ -189,7 +189,7 @@ async def test_an_instance_takes_no_session_over_until_one_ttl_after_its_own_bea
         assert not node.may_take_over(), "no lease, no take-over"
         await redis_server.start()
         await eventually(lambda: _now(node.holds_lease()))
-        assert not node.may_take_over(), "its beats failed: a TTL of grace first"
+        assert not node.may_take_over(), "its beats failed: a grace period first"
         await eventually(lambda: _now(node.may_take_over()))
         tasks.cancel_scope.cancel()
     await node.leave()

@@ -12,8 +12,8 @@ paused or unreachable for longer than the TTL) it confirms a session's owner bef
 beat that finds the heartbeat gone reconciles every session (`on_store_back`): those another instance took
 over are let go here, those Redis lost are written back. Journal appends are fenced by owner as well
 (`datapulse.cluster.journal`). And an instance takes sessions over only while it holds its own lease, and not
-within one TTL after its own beats failed (`may_take_over`): after an outage that expired every heartbeat at once,
-the live owners beat again first, so only a dead owner's sessions move.
+within one TTL (plus two Redis timeouts) after its own beats failed (`may_take_over`): after an outage that
+expired every heartbeat at once, the live owners beat again first, so only a dead owner's sessions move.
 """
 
 from __future__ import annotations
@@ -110,10 +110,11 @@ class ClusterNode:
 
     def may_take_over(self) -> bool:
         """Whether this instance may take over a session whose owner's heartbeat is missing: only while it holds
-        its own lease, and not within one heartbeat TTL after its own beats failed. After an outage every
-        heartbeat may have expired at once (a frozen or restarted Redis), although every instance lives; the
-        live owners beat again within a third of a TTL, so waiting one TTL tells a dead owner from a live one
-        (requests meanwhile get 503 and retry)."""
+        its own lease, and not within one heartbeat TTL plus two Redis timeouts after its own beats failed. After
+        an outage every heartbeat may have expired at once (a frozen or restarted Redis), although every instance
+        lives; a live owner beats again within that time (its pending beat may wait out two Redis timeouts, then
+        it beats three times per TTL), so waiting tells a dead owner from a live one (requests meanwhile get 503
+        and retry)."""
         return self.holds_lease() and time.monotonic() >= self.takeover_after
 
     def holds_lease(self) -> bool:
@@ -212,7 +213,9 @@ class ClusterNode:
                         "reconciling its sessions with the registry"
                     )
                 if failing or lapsed:
-                    self.takeover_after = time.monotonic() + ttl_s
+                    # A live owner beats again within a third of a TTL of its own next attempt, which may still be
+                    # blocked for two Redis timeouts (a command and its retry) when Redis comes back.
+                    self.takeover_after = time.monotonic() + ttl_s + 2 * self.settings.redis_timeout_s
                     if self.on_store_back is not None:
                         self.on_store_back(lapsed)
                 failing = False
