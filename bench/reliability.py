@@ -5,6 +5,7 @@ Usage (from the repository root)::
     .venv/bin/python -m bench.reliability                         # 600 s, the figures in bench/RELIABILITY.md
     .venv/bin/python -m bench.reliability --duration 60           # a short run, as in CI
     .venv/bin/python -m bench.reliability --duration 900 --api-clients 8 --json out.json
+    .venv/bin/python -m bench.reliability --duration 180 --faults "Redis restarted" --keep /tmp/run   # one fault kind
 
 Three ``datapulse serve`` instances and one ``redis-server`` (fsynced append-only file) behind a round-robin
 proxy; clients on all four transports (DataPulse API, 2025-11-25 Streamable HTTP with progress streams,
@@ -30,7 +31,7 @@ if __package__ in (None, ""):  # `python bench/reliability.py`: make the reposit
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import anyio
-from tests.history.run import RunConfig, run_history
+from tests.history.run import FAULT_KINDS, RunConfig, run_history
 
 
 def main() -> int:
@@ -42,9 +43,19 @@ def main() -> int:
     parser.add_argument("--modern-clients", type=int, default=2)
     parser.add_argument("--listen-clients", type=int, default=2)
     parser.add_argument("--fault-every", type=float, default=6.0, help="seconds between faults (default 6)")
+    parser.add_argument(
+        "--faults",
+        help="only these faults, by a word of their names, comma-separated (e.g. 'Redis restarted,kill'); default all",
+    )
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     parser.add_argument("--keep", type=Path, help="keep the run's files here (history.jsonl, instance logs)")
     args = parser.parse_args()
+    kinds: tuple[str, ...] = FAULT_KINDS
+    if args.faults:
+        words = [word.strip().lower() for word in args.faults.split(",") if word.strip()]
+        kinds = tuple(name for name in FAULT_KINDS if any(word in name.lower() for word in words))
+        if not kinds:
+            parser.error(f"--faults {args.faults!r} names none of: {'; '.join(FAULT_KINDS)}")
     config = RunConfig(
         duration_s=args.duration,
         api_clients=args.api_clients,
@@ -53,6 +64,7 @@ def main() -> int:
         modern_clients=args.modern_clients,
         listen_clients=args.listen_clients,
         fault_every_s=args.fault_every,
+        fault_kinds=kinds,
     )
     started = time.monotonic()
     if args.keep is not None:

@@ -280,10 +280,13 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
         if cluster is not None:
 
             def store_back(lapsed: bool) -> None:
-                tasks.start_soon(partial(routing.reconcile, runtime, cluster, check_owners=lapsed))
+                reconcile = partial(routing.reconcile, runtime, cluster, check_owners=lapsed)
+                tasks.start_soon(_logged, "reconciling sessions with the registry", reconcile)
 
             def session_moved(session_id: str, owner: str) -> None:
-                tasks.start_soon(runtime.sessions.relinquish, session_id, f"another instance ({owner}) owns it now")
+                reason = f"another instance ({owner}) owns it now"
+                relinquish = partial(runtime.sessions.relinquish, session_id, reason)
+                tasks.start_soon(_logged, f"letting session {session_id[:16]} go", relinquish)
 
             cluster.on_store_back = store_back
             cluster.on_session_moved = session_moved
@@ -311,6 +314,15 @@ async def lifespan(runtime: Runtime) -> AsyncIterator[None]:
                 await runtime.auditor.aclose()
             if cluster is not None:
                 await cluster.leave()
+
+
+async def _logged(what: str, work: Callable[[], Awaitable[object]]) -> None:
+    """Run a one-off background job in the lifespan's task group, logging (not raising) an unexpected error: an
+    exception there would end the task group, and with it every background loop of a still-serving instance."""
+    try:
+        await work()
+    except Exception:
+        log.exception("%s failed", what)
 
 
 async def shutdown(runtime: Runtime) -> None:

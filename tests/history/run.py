@@ -127,6 +127,8 @@ class RunConfig:
     fault_every_s: float = 6.0
     settle_timeout_s: float = 25.0
     interval_s: float = 0.05
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    """Which faults the nemesis cycles through (a subset of `FAULT_KINDS`, in their order)."""
 
 
 @dataclass
@@ -175,7 +177,9 @@ class Nemesis:
         """No fault starts after this (seconds since the run began): the clients must be seen to recover."""
         self._targets = itertools.cycle(range(len(instances)))
 
-    async def run(self, recorder: Recorder, every_s: float, until: anyio.Event) -> None:
+    async def run(
+        self, recorder: Recorder, every_s: float, until: anyio.Event, kinds: tuple[str, ...] = FAULT_KINDS
+    ) -> None:
         actions: dict[str, Callable[[], Awaitable[None]]] = {
             "connections cut by the proxy": self.cut,
             "kill -9 of an instance, restarted": self.kill,
@@ -184,7 +188,7 @@ class Nemesis:
             "slow readers for 3 s": self.slow_readers,
             "Redis restarted (append-only file)": self.restart_redis,
         }
-        schedule = [(name, actions[name], name in KILLS_IN_FLIGHT) for name in FAULT_KINDS]
+        schedule = [(name, actions[name], name in KILLS_IN_FLIGHT) for name in FAULT_KINDS if name in kinds]
         for name, action, kills in itertools.cycle(schedule):
             with anyio.move_on_after(every_s):
                 await until.wait()
@@ -253,7 +257,7 @@ async def run_history(workdir: Path, config: RunConfig) -> Outcome:
             async with anyio.create_task_group() as tasks:
                 for client in clients:
                     tasks.start_soon(client.run, config.settle_timeout_s)
-                tasks.start_soon(nemesis.run, recorder, config.fault_every_s, pace.stop_sending)
+                tasks.start_soon(nemesis.run, recorder, config.fault_every_s, pace.stop_sending, config.fault_kinds)
                 await anyio.sleep(config.duration_s)
                 pace.stop_sending.set()
         transports = {client.name: client.transport for client in clients}

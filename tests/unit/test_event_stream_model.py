@@ -15,6 +15,8 @@ with ``Last-Event-ID`` whenever it has one (as the API's clients and the SDKs do
   every frame before it;
 * a stream restored from the journal (the owner died) continues: the client resumes on it with its last id
   and the two properties above still hold;
+* a response that ended while the stream still wrote to it (the owner task sent its last frame first) refuses
+  the write as uvicorn does; the frame stays for the resume, and nothing escapes to the writer;
 * while the journal does not answer, frames are held, never written unjournaled; once it answers again
   (`EventStream.flush_pending`), a connected client has them all, in order. Each dropped frame is announced
   once, however often the client reconnects from the same id.
@@ -71,6 +73,7 @@ class Client:
         self.announced_drops = 0
         self.last_seq: int | None = None
         self.connections: list[list[int]] = []  # event seqs per connection
+        self.ended: list[SseConnection] = []  # responses ended by their owner task while still attached
 
     def connection(self, journal: MemoryJournal | None) -> tuple[SseConnection, list[int]]:
         seqs: list[int] = []
@@ -80,6 +83,8 @@ class Client:
             body: bytes = message["body"]
             for _ in range(self.write_delays.pop() if self.write_delays else 0):
                 await asyncio.sleep(0)
+            if connection in self.ended:  # as uvicorn refuses a write after the response's last frame
+                raise RuntimeError("Unexpected ASGI message sent, after response already completed.")
             if connection.closed:  # the client hung up meanwhile: uvicorn drops the write without an error
                 return
             if notice := NOTICE.fullmatch(body):
@@ -170,6 +175,15 @@ class EventStreamMachine(RuleBasedStateMachine):
     @rule()
     def client_drops_the_connection(self) -> None:
         self.drop_connection()
+
+    @precondition(lambda self: self.live is not None)
+    @rule(count=st.integers(0, 3))
+    def the_response_ends_while_the_stream_still_writes_to_it(self, count: int) -> None:
+        """The task owning the response sent its last frame before the stream let the connection go (it waited
+        for a slow client): later writes are refused by the server; the frames wait in the history for a resume."""
+        assert self.live is not None
+        self.client.ended.append(self.live)
+        self.run(*(self.emit() for _ in range(count)))  # must not raise; the invariants check what the client has
 
     @precondition(lambda self: self.journal is not None and not self.journal.down)
     @rule()

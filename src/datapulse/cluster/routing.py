@@ -185,7 +185,12 @@ async def reconcile(runtime: Runtime, cluster: ClusterNode, *, check_owners: boo
                 continue
             kept += 1
             for stream in session.event_streams():
-                await stream.flush_pending()
+                try:
+                    await stream.flush_pending()
+                except DataPulseError:
+                    raise
+                except Exception:  # one stream's fault must not keep the others' held events, nor end the instance
+                    log.exception("session %s: delivering held events failed", session.id[:16])
     except DataPulseError as exc:
         log.warning("reconciling sessions with the cluster store stopped: %s", exc.message)
     if check_owners:

@@ -91,6 +91,9 @@ class SseConnection:
         Raises:
             StreamClosed: the connection was closed before or while writing (the frame may not have
                 been delivered: resumable streams keep it in their history and count it as undelivered).
+                Also when the server's ``send`` refuses the write, as uvicorn does (``RuntimeError``) once
+                the response has ended: the task that owns the response may end it while a writer elsewhere
+                (a flush after a Redis outage) waits for a slow client to read.
         """
         if self.closed:
             raise StreamClosed
@@ -101,7 +104,12 @@ class SseConnection:
             async with asyncio.timeout(self._timeout_s), self._lock:
                 if self.closed:
                     raise StreamClosed
-                await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+                try:
+                    await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+                except (RuntimeError, OSError) as exc:
+                    self.mark_closed()
+                    log.info("SSE stream already ended: a late write was not sent (%s)", exc)
+                    raise StreamClosed from None
                 if self.closed:  # the client went away meanwhile: uvicorn drops such writes silently
                     raise StreamClosed
         except TimeoutError:
