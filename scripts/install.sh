@@ -4,7 +4,8 @@
 #
 #   bash scripts/install.sh          the server and its dependencies (what `datapulse serve` needs)
 #   bash scripts/install.sh --test   also the test tools (dependency group "test"), Node 22 and the
-#                                    JavaScript clients (scripts/install-node.sh), redis-server and nginx
+#                                    JavaScript clients (scripts/install-node.sh), redis-server, nginx and
+#                                    chromium
 #
 # Environment: PYTHON (default python3, >= 3.11) is the interpreter the venv is made from;
 # DATAPULSE_VENV (default .venv) is where it goes.
@@ -48,16 +49,17 @@ groups=(--no-default-groups)
 if ((with_tests)); then
   bash scripts/install-node.sh
   # The cluster tests start real Redis servers and sentinels; tests/deploy/test_nginx.py a real nginx (found on
-  # PATH or in /usr/sbin, where Debian puts it).
+  # PATH or in /usr/sbin, where Debian puts it); tests/dashboard/test_browser.py Debian's chromium (Playwright's
+  # own browser builds cannot be downloaded everywhere).
   if ! command -v redis-server >/dev/null || ! command -v redis-sentinel >/dev/null \
-    || ! PATH="$PATH:/usr/sbin" command -v nginx >/dev/null; then
+    || ! PATH="$PATH:/usr/sbin" command -v nginx >/dev/null || ! command -v chromium >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel nginx >/dev/null
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel nginx chromium >/dev/null
       service redis-server stop >/dev/null 2>&1 || true  # the tests start their own on free ports
       service redis-sentinel stop >/dev/null 2>&1 || true
       service nginx stop >/dev/null 2>&1 || true
     else
-      echo "install.sh: redis-server, redis-sentinel and nginx are needed by the cluster and deploy tests: install them (apt-get install redis-server redis-sentinel nginx)" >&2
+      echo "install.sh: redis-server, redis-sentinel, nginx and chromium are needed by the cluster, deploy and dashboard tests: install them (apt-get install redis-server redis-sentinel nginx chromium)" >&2
       exit 1
     fi
   fi

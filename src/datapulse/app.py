@@ -44,6 +44,10 @@ from datapulse.cluster.bus import RedisSubscriptionBus
 from datapulse.cluster.node import ClusterNode
 from datapulse.cluster.tunnel import TUNNELLED_SCOPE_KEY
 from datapulse.config import ConfigurationError, Settings
+from datapulse.dashboard import api as dashboard_api
+from datapulse.dashboard import assets as dashboard_assets
+from datapulse.dashboard import index as dashboard_index
+from datapulse.dashboard import watch as dashboard_watch
 from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, RateLimited, SessionMoved, Unavailable
 from datapulse.logs import bind_log_context
 from datapulse.metrics import Metrics, metrics_endpoint
@@ -65,7 +69,7 @@ Handler = Callable[[Runtime, Scope, Receive, Send], Awaitable[None]]
 
 RUNTIME_STATE_KEY = "datapulse"
 
-STREAM_PATHS = frozenset({"/mcp", "/mcp/", "/sse", "/events"})
+STREAM_PATHS = frozenset({"/mcp", "/mcp/", "/sse", "/events", "/dashboard/api/watch"})
 """Paths whose GET is a long-lived SSE stream (counted against ``max_streams_per_principal``)."""
 
 CORS_ALLOW_HEADERS = (
@@ -177,6 +181,7 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         auditor=auditor,
     )
 
+    runtime.app_target = target
     runtime.local_bus = local_bus
     runtime.cluster_bus = cluster_bus
 
@@ -203,7 +208,9 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
         trusted_proxies=parse_networks(settings.trusted_proxies),
         metadata_paths=frozenset(metadata_paths),
         cors_origins=list(settings.cors_origins),
-        extra_public_paths=frozenset({"/metrics"}) if settings.metrics_public else frozenset(),
+        extra_public_paths=(frozenset({"/metrics"}) if settings.metrics_public else frozenset())
+        | frozenset({"/"})
+        | (frozenset(dashboard_assets.PATHS) if settings.dashboard_enabled else frozenset()),
         metrics=metrics,
         auditor=auditor,
     )
@@ -229,6 +236,21 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
     }
     for path in metadata_paths:
         routes[path] = endpoint(path, auth_endpoints.handle_protected_resource, "GET")
+    routes["/"] = endpoint("/", dashboard_index.handle_index, "GET")
+    if settings.dashboard_enabled:
+        for path in dashboard_assets.PATHS:
+            routes[path] = endpoint(path, dashboard_assets.handle_asset, "GET")
+        for name, handler, method in (
+            ("sign-in", dashboard_api.handle_sign_in, "POST"),
+            ("sign-out", dashboard_api.handle_sign_out, "POST"),
+            ("overview", dashboard_api.handle_overview, "GET"),
+            ("sessions", dashboard_api.handle_sessions, "GET"),
+            ("catalog", dashboard_api.handle_catalog, "GET"),
+            ("stats", dashboard_api.handle_stats, "GET"),
+            ("audit", dashboard_api.handle_audit, "GET"),
+            ("watch", dashboard_watch.handle_watch, "GET"),
+        ):
+            routes[f"/dashboard/api/{name}"] = endpoint(f"/dashboard/api/{name}", handler, method)
     app = DataPulseApp(
         routes,
         options,

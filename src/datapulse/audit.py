@@ -39,6 +39,7 @@ import json
 import logging
 import logging.handlers
 import sys
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -106,11 +107,14 @@ class AuditRecord:
     duration_ms: float | None
     node_id: str | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record's fields by name (JSON-ready except non-JSON argument values)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
     def to_json(self) -> str:
         """The record as one compact JSON line (no newline), keys in field order, None as ``null``.
         Non-JSON argument values are written as their ``str``."""
-        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False, default=str)
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def arguments_digest(arguments: Any) -> str:
@@ -244,6 +248,10 @@ class RedisStreamSink:
         """Nothing to release: the Redis client belongs to the caller."""
 
 
+RECENT_RECORDS = 500
+"""How many of its latest audit records a process keeps in memory for the dashboard."""
+
+
 class Auditor:
     """Builds audit records and writes each to every sink, in order.
 
@@ -261,6 +269,9 @@ class Auditor:
         self._node_id = node_id
         self._include_arguments = include_arguments
         self._failing: set[int] = set()
+        self.recent: deque[AuditRecord] = deque(maxlen=RECENT_RECORDS)
+        """This process's latest records, oldest first (the dashboard's audit view); kept only while a sink is
+        configured, since records are built only then."""
 
     @property
     def active(self) -> bool:
@@ -301,6 +312,8 @@ class Auditor:
         )
         for capture in _captures:
             capture.append(record)
+        if self._sinks:
+            self.recent.append(record)
         for index, sink in enumerate(self._sinks):
             try:
                 await sink.write(record)

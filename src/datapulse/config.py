@@ -199,6 +199,29 @@ class Settings(BaseSettings):
         default=60.0, gt=0, le=600, description="Lifetime of a single-use stream ticket (POST /tickets), seconds."
     )
 
+    # --- dashboard -------------------------------------------------------------------------------------------------
+    dashboard: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="The web console at /dashboard (and its API): auto = on when listening on loopback only.",
+    )
+    dashboard_ticket_ttl_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=86_400,
+        description="Lifetime of a dashboard ticket (what the dashboard's sign-in exchanges a token for), seconds.",
+    )
+    dashboard_admins: CommaList = Field(
+        default_factory=lambda: ["local"],
+        description="Principals who see every principal's sessions, audit records and frames on the dashboard "
+        "(besides tokens with the scope datapulse:admin). Default: local (the principal of DATAPULSE_TOKEN).",
+    )
+    dashboard_watch_queue_max_frames: int = Field(
+        default=1000,
+        ge=1,
+        description="Frames queued per watcher of a session (beyond, frames are dropped and counted, never slowing "
+        "the session).",
+    )
+
     # --- browsers --------------------------------------------------------------------------------------------------
     cors_origins: CommaList = Field(
         default_factory=list,
@@ -415,6 +438,11 @@ class Settings(BaseSettings):
     def tls(self) -> bool:
         """Whether DataPulse serves HTTPS itself (``ssl_certfile`` and ``ssl_keyfile`` set)."""
         return self.ssl_certfile is not None
+
+    @property
+    def dashboard_enabled(self) -> bool:
+        """Whether /dashboard is served: ``on``, or ``auto`` while listening on loopback only."""
+        return self.dashboard == "on" or (self.dashboard == "auto" and self.is_loopback)
 
     @property
     def is_loopback(self) -> bool:

@@ -85,6 +85,13 @@ class MethodNotFound(DataPulseError):
     jsonrpc_code = METHOD_NOT_FOUND
 
 
+class NotFound(DataPulseError):
+    """No such resource at this path (a dashboard file, say)."""
+
+    http_status = 404
+    jsonrpc_code = INVALID_REQUEST
+
+
 class SessionNotFound(DataPulseError):
     http_status = 404
     jsonrpc_code = ACCESS_ERROR

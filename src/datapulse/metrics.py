@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 import anyio.to_thread
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
@@ -369,6 +369,11 @@ class Metrics:
         """Observe one Redis command (or pipeline) of ``seconds``; ``command`` is labelled with `redis_command_label`
         (a `datapulse.cluster.timed_redis.CommandObserver`)."""
         self.redis_command_duration_seconds.labels(self.redis_command_label(command)).observe(seconds)
+
+    def collect(self) -> Iterable[Any]:
+        """The metric families ``/metrics`` renders (prometheus-client ``Metric`` objects: ``.samples`` of
+        ``(name, labels, value, ...)``); in multiprocess mode every worker's, merged."""
+        return self._registry.collect()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition of every metric: Prometheus text format 0.0.4 and its content type.

@@ -11,6 +11,7 @@ import anyio
 
 from datapulse import _sdk
 from datapulse.config import Settings
+from datapulse.dashboard.tap import FrameTaps
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.streams import EventJournal
 
@@ -36,6 +37,8 @@ class Runtime:
         started_at: process start, `time.time()` seconds.
         node_id: a random id for this process (log correlation, cluster routing).
         cluster: the cluster services when ``redis_url`` is set, else None (single-process mode).
+        taps: who watches which session's messages (``GET /dashboard/api/watch``); the session transports
+            record their messages there only while ``taps.watching(session_id)``.
     """
 
     settings: Settings
@@ -51,6 +54,8 @@ class Runtime:
     cluster: ClusterNode | None = None
     local_bus: _sdk.SubscriptionBus | None = None
     """The server's own change-event bus (its listen streams hear it), or None for a low-level Server."""
+    app_target: Any = None
+    """What is served: an SDK ``MCPServer`` or a low-level ``Server`` (the dashboard's catalog lists an MCPServer's)."""
     cluster_bus: RedisSubscriptionBus | None = None
     """Cluster mode: the bus that relays change events between instances."""
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
@@ -67,6 +72,8 @@ class Runtime:
     """True from the start of a graceful shutdown: /ready answers 503 and no new session opens."""
     running: bool = False
     """True between the lifespan's start and the beginning of shutdown's stream teardown."""
+    taps: FrameTaps = field(default_factory=FrameTaps)
+    """Watchers of sessions' JSON-RPC traffic (the dashboard's watch streams), by session id."""
 
     def new_session_id(self) -> str:
         """A fresh, unguessable session id (192 random bits, URL-safe)."""

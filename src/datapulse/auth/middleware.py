@@ -26,7 +26,7 @@ from datapulse.auth.authorization import CURRENT_PRINCIPAL
 from datapulse.auth.hosts import Networks, effective_host, host_allowed, is_trusted_proxy, origin_allowed
 from datapulse.auth.principal import ANONYMOUS, PRINCIPAL_SCOPE_KEY, Principal
 from datapulse.auth.resource import ProtectedResource
-from datapulse.auth.tickets import TICKET_PATHS, TicketStore
+from datapulse.auth.tickets import TICKET_PATHS, TicketStore, is_dashboard_ticket
 from datapulse.errors import DataPulseError, Forbidden, InsufficientScope, MisdirectedRequest, Unavailable
 from datapulse.transports._http import query_param, send_error
 
@@ -249,6 +249,15 @@ class SecurityMiddleware:
             raise self._unauthorized(
                 base_url, "Unauthorized: the Authorization header must be 'Bearer <token>'", reason="malformed"
             )
+        if is_dashboard_ticket(token) and self.tickets is not None:
+            principal = await self.tickets.check_dashboard(token)
+            if principal is None:
+                raise self._unauthorized(
+                    base_url,
+                    "Unauthorized: the dashboard ticket is unknown, expired or revoked; sign in again",
+                    reason="ticket",
+                )
+            return principal, _ticket_access_token(principal, DASHBOARD_TICKET_ISSUER)
         try:
             return await self.authenticator.authenticate(token)
         except InvalidToken as exc:
@@ -270,13 +279,17 @@ class SecurityMiddleware:
         return refusal
 
 
-def _ticket_access_token(principal: Principal) -> _sdk.AccessToken:
-    """What handlers see for a stream opened with a ticket (the ticket itself is spent and not exposed)."""
+STREAM_TICKET_ISSUER = "datapulse:ticket"
+DASHBOARD_TICKET_ISSUER = "datapulse:dashboard-ticket"
+
+
+def _ticket_access_token(principal: Principal, issuer: str = STREAM_TICKET_ISSUER) -> _sdk.AccessToken:
+    """What handlers see for a request made with a ticket (the ticket itself is not exposed)."""
     return _sdk.AccessToken(
         token="",
         client_id=principal.name,
         scopes=sorted(principal.scopes),
         expires_at=None,
         subject=principal.name,
-        claims={"iss": principal.issuer or "datapulse:ticket", "sub": principal.name},
+        claims={"iss": principal.issuer or issuer, "sub": principal.name},
     )

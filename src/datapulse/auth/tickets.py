@@ -5,6 +5,11 @@
 (256 bits) valid for ``stream_ticket_ttl_s`` (default 60 s); the browser passes it once as
 ``?ticket=...`` on a stream GET, which then runs as the principal that asked for it. A ticket is
 redeemed at most once (memory: popped; Redis: ``GETDEL``) and only its SHA-256 is stored.
+
+Dashboard tickets are the other kind: what the dashboard's sign-in exchanges a token for. ``dpt_`` then 256
+random bits, presented as ``Authorization: Bearer dpt_...`` (never in a URL) until they expire
+(``dashboard_ticket_ttl_s``) or are revoked (sign-out). They are kept apart from stream tickets: neither kind
+is accepted where the other is.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from datapulse.cluster.store import store_errors
 TICKET_BYTES = 32
 TICKET_PATHS = frozenset({"/events", "/sse"})
 """Stream endpoints that accept ``?ticket=`` (GET only)."""
+DASHBOARD_TICKET_PREFIX = "dpt_"
+"""How a dashboard ticket starts (so a bearer value is recognised as one without asking the verifiers)."""
+
+
+def is_dashboard_ticket(bearer: str) -> bool:
+    """Whether a bearer value is a dashboard ticket (by its prefix)."""
+    return bearer.startswith(DASHBOARD_TICKET_PREFIX)
 
 
 def _digest(ticket: str) -> str:
@@ -60,6 +72,30 @@ class TicketStore(Protocol):
         """
         ...
 
+    async def issue_dashboard(self, principal: Principal, ttl_s: float) -> str:
+        """A new dashboard ticket (``dpt_...``) for ``principal``, valid for ``ttl_s`` seconds, reusable.
+
+        Raises:
+            StoreUnavailable: Redis did not answer (cluster mode, 503).
+        """
+        ...
+
+    async def check_dashboard(self, ticket: str) -> Principal | None:
+        """The principal of dashboard ticket ``ticket`` if it is known, unexpired and not revoked (not consumed).
+
+        Raises:
+            StoreUnavailable: Redis did not answer (cluster mode, 503).
+        """
+        ...
+
+    async def revoke_dashboard(self, ticket: str) -> None:
+        """Forget dashboard ticket ``ticket`` (sign-out); unknown tickets are ignored.
+
+        Raises:
+            StoreUnavailable: Redis did not answer (cluster mode, 503).
+        """
+        ...
+
 
 class MemoryTicketStore:
     """Tickets of one process. Args: ``ttl_s`` lifetime in seconds; ``clock`` monotonic seconds."""
@@ -69,14 +105,32 @@ class MemoryTicketStore:
         self._clock = clock
         self._max = max_tickets
         self._tickets: dict[str, tuple[Principal, float]] = {}
+        self._dashboard: dict[str, tuple[Principal, float]] = {}
+
+    def _store(self, table: dict[str, tuple[Principal, float]], principal: Principal, ttl_s: float, ticket: str) -> str:
+        now = self._clock()
+        if len(table) >= self._max:
+            live = {k: v for k, v in table.items() if v[1] > now}
+            table.clear()
+            table.update(live)
+        table[_digest(ticket)] = (principal, now + ttl_s)
+        return ticket
 
     async def issue(self, principal: Principal) -> str:
-        now = self._clock()
-        if len(self._tickets) >= self._max:
-            self._tickets = {k: v for k, v in self._tickets.items() if v[1] > now}
-        ticket = secrets.token_urlsafe(TICKET_BYTES)
-        self._tickets[_digest(ticket)] = (principal, now + self.ttl_s)
-        return ticket
+        return self._store(self._tickets, principal, self.ttl_s, secrets.token_urlsafe(TICKET_BYTES))
+
+    async def issue_dashboard(self, principal: Principal, ttl_s: float) -> str:
+        ticket = DASHBOARD_TICKET_PREFIX + secrets.token_urlsafe(TICKET_BYTES)
+        return self._store(self._dashboard, principal, ttl_s, ticket)
+
+    async def check_dashboard(self, ticket: str) -> Principal | None:
+        entry = self._dashboard.get(_digest(ticket))
+        if entry is None or entry[1] <= self._clock():
+            return None
+        return entry[0]
+
+    async def revoke_dashboard(self, ticket: str) -> None:
+        self._dashboard.pop(_digest(ticket), None)
 
     async def redeem(self, ticket: str) -> Principal | None:
         entry = self._tickets.pop(_digest(ticket), None)
@@ -108,3 +162,21 @@ class RedisTicketStore:
         with store_errors("redeeming a stream ticket"):
             data = await self._redis.getdel(f"{self._prefix}:ticket:{_digest(ticket)}")
         return None if data is None else _decode(data)
+
+    def _dashboard_key(self, ticket: str) -> str:
+        return f"{self._prefix}:dashboard-ticket:{_digest(ticket)}"
+
+    async def issue_dashboard(self, principal: Principal, ttl_s: float) -> str:
+        ticket = DASHBOARD_TICKET_PREFIX + secrets.token_urlsafe(TICKET_BYTES)
+        with store_errors("issuing a dashboard ticket"):
+            await self._redis.set(self._dashboard_key(ticket), _encode(principal), px=int(ttl_s * 1000))
+        return ticket
+
+    async def check_dashboard(self, ticket: str) -> Principal | None:
+        with store_errors("checking a dashboard ticket"):
+            data = await self._redis.get(self._dashboard_key(ticket))
+        return None if data is None else _decode(data)
+
+    async def revoke_dashboard(self, ticket: str) -> None:
+        with store_errors("revoking a dashboard ticket"):
+            await self._redis.delete(self._dashboard_key(ticket))

@@ -131,6 +131,19 @@ class ClusterNode:
         with store_errors("checking an instance's heartbeat"):
             return bool(await self.redis.exists(self.keys.node_alive(node_id)))
 
+    async def live_nodes(self) -> list[str]:
+        """The ids of the instances with a current heartbeat (this one included while it beats), sorted.
+
+        Raises:
+            StoreUnavailable: Redis did not answer (503).
+        """
+        pattern = self.keys.node_alive("*")
+        head, tail = pattern.split("*")
+        with store_errors("listing the cluster's instances"):
+            keys = [key async for key in self.redis.scan_iter(match=pattern, count=1000)]
+        names = (key.decode() if isinstance(key, bytes) else str(key) for key in keys)
+        return sorted(name[len(head) : len(name) - len(tail)] for name in names)
+
     async def session_record(self, session_id: str, *, fresh: bool = False) -> SessionRecord | None:
         """The registry record of ``session_id``, from a short-lived local cache unless ``fresh``.
 

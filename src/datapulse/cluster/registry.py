@@ -134,6 +134,10 @@ class RedisSessionRegistry:
                 pipe.zadd(keys.principal_sessions(principal), {session_id: now}, xx=True)
                 await pipe.execute()
 
+    def last_seen(self, session_id: str) -> float | None:
+        mine = self._mine.get(session_id)
+        return None if mine is None else mine[2]
+
     async def remove(self, session_id: str) -> SessionRecord | None:
         self._mine.pop(session_id, None)
         keys = self._keys

@@ -20,6 +20,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from datapulse.auth.principal import principal_of
 from datapulse.cluster.node import ClusterNode
+from datapulse.dashboard.access import is_admin
 from datapulse.errors import DataPulseError, SessionNotFound, Unavailable
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import LiveSession
@@ -30,7 +31,9 @@ from datapulse.transports._negotiation import classify_era
 
 log = logging.getLogger("datapulse.cluster")
 
-SESSION_QUERY_PATHS = frozenset({"/messages", "/messages/", "/events", "/message"})
+WATCH_PATH = "/dashboard/api/watch"
+SESSION_QUERY_PATHS = frozenset({"/messages", "/messages/", "/events", "/message", WATCH_PATH})
+"""Paths whose ``session_id`` query parameter names the session (the request is served where it lives)."""
 STREAMABLE_PATHS = frozenset({"/mcp", "/mcp/"})
 
 
@@ -56,14 +59,17 @@ async def route(
         which to serve it here (the session is unknown, or was just taken over).
 
     Raises:
-        SessionNotFound: the session belongs to another principal, or was a dead instance's
-            HTTP+SSE session (404).
+        SessionNotFound: the session belongs to another principal (unless a dashboard admin watches it), or was
+            a dead instance's HTTP+SSE session (404).
         Unavailable / StoreUnavailable / OwnerUnreachable: the owner or Redis does not answer (503).
     """
     record = await cluster.session_record(session_id)
     if record is None or record.owner == cluster.node_id:
         return receive
-    if record.principal != principal_of(scope).key:
+    caller = principal_of(scope)
+    if record.principal != caller.key and not (
+        scope["path"].endswith(WATCH_PATH) and is_admin(caller, runtime.settings.dashboard_admins)
+    ):
         log.warning("session %s: refused a request from another principal", session_id[:16])
         raise SessionNotFound()
     body = await read_body(scope, receive, runtime.settings.max_body_bytes) if scope["method"] == "POST" else b""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -146,6 +147,8 @@ class LiveSession:
     ) -> None:
         self.id = session_id
         self.principal = principal
+        self.opened_at = time.time()
+        """When this process opened or took over the session (Unix seconds; the dashboard's age)."""
         self.epoch = epoch if epoch is not None else secrets.token_urlsafe(6)
         """Random prefix of this session's stream keys: event ids cannot be guessed from the session id."""
         self.state = SessionState.NEW

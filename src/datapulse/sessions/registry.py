@@ -74,6 +74,11 @@ class SessionRegistry(Protocol):
         """Record activity on ``session_id`` at ``now`` (no-op for unknown ids)."""
         ...
 
+    def last_seen(self, session_id: str) -> float | None:
+        """When a session held by this process last had a request (registry clock seconds, as recorded by `touch`,
+        which may skip writes closer together than its own interval), or None if this process does not hold it."""
+        ...
+
     async def remove(self, session_id: str) -> SessionRecord | None:
         """Forget ``session_id``; returns its record, or None if it was unknown."""
         ...
@@ -138,6 +143,9 @@ class MemorySessionRegistry:
     async def touch(self, session_id: str, now: float) -> None:
         if session_id in self._last_seen:
             self._last_seen[session_id] = now
+
+    def last_seen(self, session_id: str) -> float | None:
+        return self._last_seen.get(session_id)
 
     async def remove(self, session_id: str) -> SessionRecord | None:
         record = self._records.pop(session_id, None)

@@ -74,6 +74,7 @@ class ApiSession(LiveSession):
             epoch,
         )
         self._seq = 0
+        self._taps = runtime.taps
         self.journal = runtime.journal(session_id)
         self.events = EventStream(
             self.epoch + EVENTS_STREAM_SUFFIX,
@@ -127,6 +128,8 @@ class ApiSession(LiveSession):
     async def emit_event(self, event: dict[str, Any]) -> None:
         """Append one result event (releasing the slot `reserve` claimed) and deliver it if a stream is open."""
         self._accepted = max(0, self._accepted - 1)
+        if self._taps.watching(self.id):
+            self._taps.record(self.id, "out", event)
         text = _jsonrpc.dumps(event)
         await self.events.emit(lambda event_id: encode_data_event(text, event_id=event_id))
 
@@ -249,6 +252,8 @@ async def handle_message(runtime: Runtime, scope: Scope, receive: Receive, send:
     except BaseException:
         accepted.end()
         raise
+    if runtime.taps.watching(session_id):
+        runtime.taps.record(session_id, "in", obj)
     message_type = obj["type"]
     dctx = dispatch_context(
         session, scope, request_id, params, None, transport_kind=TRANSPORT_KIND, can_send_request=False

@@ -47,12 +47,15 @@ class SseSession(LiveSession):
             session_id, principal, runtime.server, runtime.lifespan_state, runtime.settings.server_request_timeout_s
         )
         self.stream: SseConnection | None = None
+        self._taps = runtime.taps
 
     async def emit(self, message_json: str) -> None:
         """Write one JSON-RPC message to the session's stream (dropped if the stream has ended)."""
         stream = self.stream
         if stream is None:
             return
+        if self._taps.watching(self.id):
+            self._taps.record(self.id, "out", message_json)
         try:
             await stream.write(encode_message_event(message_json))
         except StreamClosed:
@@ -143,6 +146,8 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     except BaseException:
         accepted.end()
         raise
+    if runtime.taps.watching(session.id):
+        runtime.taps.record(session.id, "in", body)
 
     async def deliver(response: str | None) -> None:
         if response is not None:

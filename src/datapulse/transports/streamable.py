@@ -88,6 +88,7 @@ class StreamableSession(LiveSession):
             runtime.settings.server_request_timeout_s,
             epoch,
         )
+        self._taps = runtime.taps
         self._history_max = runtime.settings.outbound_queue_max_messages
         self.journal = runtime.journal(session_id)
         self._seq = 0
@@ -168,6 +169,8 @@ class StreamableSession(LiveSession):
 
     async def emit_standalone(self, message_json: str) -> None:
         """Send a message not tied to a request on the GET stream (kept for replay while none is open)."""
+        if self._taps.watching(self.id):
+            self._taps.record(self.id, "out", message_json)
         await self.standalone.emit(lambda event_id: encode_message_event(message_json, event_id=event_id))
 
     # Standalone channel for the SDK Connection: the GET stream (buffered while none is connected).
@@ -198,6 +201,9 @@ class PostExchange:
         if not self._sse_ok:
             log.debug("session %s: dropped a message; the client does not accept SSE", self._session.id[:16])
             return
+        taps = self._runtime.taps
+        if taps.watching(self._session.id):
+            taps.record(self._session.id, "out", message_json)
         stream = self.stream if self.stream is not None else await self._commit()
         await stream.emit(lambda event_id: encode_message_event(message_json, event_id=event_id))
 
@@ -222,6 +228,9 @@ class PostExchange:
         session = self._session
         if response_text is None:
             response_text = _jsonrpc.error_json(request_id, REQUEST_CANCELLED, "Request cancelled")
+        taps = self._runtime.taps
+        if taps.watching(session.id):
+            taps.record(session.id, "out", response_text)
         stream = self.stream
         if stream is None:
             await send_bytes(self._send, 200, response_text.encode(), extra=_session_header(session.id))
@@ -288,6 +297,8 @@ async def _post(runtime: Runtime, scope: Scope, receive: Receive, send: Send) ->
         await _initialize(runtime, scope, send, principal, message, sse_ok)
         return
     session = await runtime.sessions.lookup(_require_session_id(scope), principal, StreamableSession)
+    if runtime.taps.watching(session.id):
+        runtime.taps.record(session.id, "in", body)
     if not isinstance(message, _jsonrpc.Request):
         if isinstance(message, _jsonrpc.Response):
             session.resolve(message)
