@@ -68,6 +68,8 @@ def test_the_wheel_holds_the_package_but_no_tests(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "datapulse/__init__.py" in names
     assert "datapulse/cluster/node.py" in names
+    for name in ("index.html", "app.css", "app.js"):  # the dashboard's files are package data
+        assert f"datapulse/dashboard/static/{name}" in names
     assert not [name for name in names if name.startswith("tests/")], "tests are not shipped"
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     assert "datapulse = " in zipfile.ZipFile(wheel).read(entry_points).decode(), "the datapulse command"
@@ -93,6 +95,9 @@ async def test_the_installed_server_serves_the_demo_tools_from_outside_the_repos
         answer = await legacy_call(http, session_id, "tools/list", {})
         assert answer.status_code == 200, answer.text
         assert answer.json()["result"]["tools"], "the demo tools are served"
+        page = await http.get("/dashboard/")
+        assert page.status_code == 200, "the dashboard is served from the installed package"
+        assert "app.js" in page.text
 
 
 def test_on_a_terminal_the_first_run_shows_the_banner_and_readable_log_lines_not_json(tmp_path: Path) -> None:
