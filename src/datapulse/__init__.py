@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("datapulse")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
-
+from datapulse._version import __version__
 from datapulse.app import ConfigurationError, create_app, mounted_lifespan
 from datapulse.config import Settings
 

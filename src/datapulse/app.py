@@ -33,7 +33,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datapulse import __version__, _sdk, notifications
+from datapulse import _sdk, notifications
+from datapulse._version import __version__
 from datapulse.audit import Auditor, AuditSink, FileSink, RedisStreamSink, StdoutSink, parse_audit_sinks
 from datapulse.auth.authorization import AuthorizationMiddleware
 from datapulse.auth.hosts import LOOPBACK_HOST_PATTERNS, Networks, parse_networks
@@ -58,7 +59,7 @@ from datapulse.runtime import Runtime
 from datapulse.security import Security, build_authenticator, build_security
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.ordering import OrderingMiddleware
-from datapulse.sessions.registry import MemorySessionRegistry
+from datapulse.sessions.registry import MemorySessionRegistry, SessionKind
 from datapulse.tracing import request_span
 from datapulse.transports import auth_endpoints, datapulse_api, sse, streamable
 from datapulse.transports._http import header, send_error, send_json
@@ -182,6 +183,10 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
     )
 
     runtime.app_target = target
+    runtime.restorers = {
+        SessionKind.STREAMABLE_HTTP: streamable.restore,
+        SessionKind.DATAPULSE_API: datapulse_api.restore,
+    }
     runtime.local_bus = local_bus
     runtime.cluster_bus = cluster_bus
 

@@ -17,7 +17,7 @@ import click
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
-from datapulse import __version__
+from datapulse._version import __version__
 from datapulse.client_config import (
     CLIENT_NAMES,
     DEFAULT_TOKEN_ENV,

@@ -24,7 +24,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from datapulse import __version__
+from datapulse._version import __version__
 from datapulse.app import mounted_lifespan, runtime_of
 from datapulse.auth.resource import WELL_KNOWN
 from datapulse.errors import MethodNotFound

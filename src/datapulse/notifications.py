@@ -16,9 +16,8 @@ process" and docs/run/legacy-clients.md):
 
 from __future__ import annotations
 
-import contextvars
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio.abc
 from mcp.server.subscriptions import ServerEvent
@@ -26,17 +25,10 @@ from mcp.shared.subscriptions import ResourceUpdated, event_to_notification
 from mcp_types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from datapulse import _sdk
+from datapulse.sessions.live import CURRENT_SESSION, LiveSession
 from datapulse.sessions.registry import SessionKind
 
-if TYPE_CHECKING:
-    from datapulse.sessions.live import LiveSession
-
 log = logging.getLogger("datapulse.notifications")
-
-CURRENT_SESSION: contextvars.ContextVar[LiveSession | None] = contextvars.ContextVar(
-    "datapulse_current_session", default=None
-)
-"""The session whose request is being handled (set by `LiveSession.handle_request`)."""
 
 FANOUT_KINDS = frozenset({SessionKind.STREAMABLE_HTTP, SessionKind.SSE})
 

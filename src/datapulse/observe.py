@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from datapulse.auth.authorization import CURRENT_PRINCIPAL
 from datapulse.errors import ACCESS_ERROR
 from datapulse.metrics import ToolOutcome
-from datapulse.notifications import CURRENT_SESSION
+from datapulse.sessions.live import CURRENT_SESSION
 
 if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datapulse import __version__
+from datapulse._version import __version__
 
 JSON = "application/json"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,9 @@ import anyio
 from datapulse import _sdk
 from datapulse.config import Settings
 from datapulse.dashboard.tap import FrameTaps
+from datapulse.sessions.live import LiveSession
 from datapulse.sessions.manager import SessionManager
+from datapulse.sessions.registry import SessionKind, SessionRecord
 from datapulse.sessions.streams import EventJournal
 
 if TYPE_CHECKING:
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
     from datapulse.cluster.node import ClusterNode
     from datapulse.metrics import Metrics
     from datapulse.security import Security
+
+
+SessionRestorer = Callable[["Runtime", SessionRecord], Awaitable[LiveSession | None]]
+"""Rebuilds a session held by a dead instance from its registry record (and journal); None: it cannot be."""
 
 
 @dataclass
@@ -54,6 +61,9 @@ class Runtime:
     cluster: ClusterNode | None = None
     local_bus: _sdk.SubscriptionBus | None = None
     """The server's own change-event bus (its listen streams hear it), or None for a low-level Server."""
+    restorers: dict[SessionKind, SessionRestorer] = field(default_factory=dict)
+    """Cluster mode: how each session kind is rebuilt from its registry record when this instance takes it over (set
+    by `create_app` from the transports, so routing needs none of them); a kind without one cannot be taken over."""
     app_target: Any = None
     """What is served: an SDK ``MCPServer`` or a low-level ``Server`` (the dashboard's catalog lists an MCPServer's)."""
     cluster_bus: RedisSubscriptionBus | None = None

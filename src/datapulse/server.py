@@ -21,7 +21,7 @@ import anyio
 import uvicorn
 from starlette.types import ASGIApp
 
-from datapulse import __version__
+from datapulse._version import __version__
 from datapulse.app import shutdown
 from datapulse.client_config import CLIENT_NAMES, DEFAULT_TOKEN_ENV, SERVER_NAME, claude_code_config, mcp_endpoint
 from datapulse.config import Settings

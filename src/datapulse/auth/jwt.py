@@ -27,7 +27,7 @@ import httpx2
 import jwt
 from jwt.types import Options
 
-from datapulse import __version__
+from datapulse._version import __version__
 from datapulse.auth.jwks import (
     ALGORITHM_FAMILIES,
     KeyMiss,

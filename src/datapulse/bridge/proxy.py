@@ -43,8 +43,7 @@ from datapulse.bridge.child import Child, ChildStartError
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.pool import BridgeBusy, ChildPool, Restarting
 from datapulse.metrics import Metrics
-from datapulse.notifications import CURRENT_SESSION
-from datapulse.sessions.live import LiveSession
+from datapulse.sessions.live import CURRENT_SESSION, LiveSession
 from datapulse.sessions.manager import SessionManager
 
 __all__ = ["CHILD_UNAVAILABLE", "Bridge", "probe"]

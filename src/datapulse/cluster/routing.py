@@ -25,7 +25,6 @@ from datapulse.errors import DataPulseError, SessionNotFound, Unavailable
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import LiveSession
 from datapulse.sessions.registry import SessionKind, SessionRecord
-from datapulse.transports import datapulse_api, streamable
 from datapulse.transports._http import header, query_param, read_body
 from datapulse.transports._negotiation import classify_era
 
@@ -114,13 +113,8 @@ async def _take_over(runtime: Runtime, cluster: ClusterNode, record: SessionReco
     )
     if claimed is None:
         return None
-    session: LiveSession | None
-    if claimed.kind is SessionKind.STREAMABLE_HTTP:
-        session = await streamable.restore(runtime, claimed)
-    elif claimed.kind is SessionKind.DATAPULSE_API:
-        session = await datapulse_api.restore(runtime, claimed)
-    else:
-        session = None
+    restore = runtime.restorers.get(claimed.kind)
+    session = await restore(runtime, claimed) if restore is not None else None
     if session is None:
         await cluster.registry.remove(record.session_id)
         log.info("session %s of dead instance %s forgotten (%s)", record.session_id[:16], record.owner, record.kind)

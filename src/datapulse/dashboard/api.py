@@ -11,7 +11,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from datapulse import __version__, _sdk
+from datapulse import _sdk
+from datapulse._version import __version__
 from datapulse.auth.principal import principal_of
 from datapulse.auth.tickets import is_dashboard_ticket
 from datapulse.dashboard import figures

@@ -10,7 +10,7 @@ from html import escape
 
 from starlette.types import Receive, Scope, Send
 
-from datapulse import __version__
+from datapulse._version import __version__
 from datapulse.runtime import Runtime
 from datapulse.transports._http import header, send_bytes, send_json
 

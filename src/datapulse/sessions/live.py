@@ -8,6 +8,7 @@ works) and no per-session task, queue or dispatcher stays alive between messages
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import logging
 import secrets
@@ -19,7 +20,6 @@ import anyio
 from anyio import CancelScope
 
 from datapulse import _sdk
-from datapulse.notifications import CURRENT_SESSION
 from datapulse.sessions.lifecycle import SessionEvent, SessionState, is_open, transition
 from datapulse.sessions.ordering import Accepted, SessionOrder
 from datapulse.sessions.registry import SessionKind
@@ -43,6 +43,12 @@ UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 REQUEST_CANCELLED = -32800
 """The code the SDK uses for a request cancelled by ``notifications/cancelled`` (LSP-compatible)."""
+
+
+CURRENT_SESSION: contextvars.ContextVar[LiveSession | None] = contextvars.ContextVar(
+    "datapulse_current_session", default=None
+)
+"""The session whose request is being handled (set by `LiveSession.handle_request`)."""
 
 
 class LegacyDispatchContext:

@@ -12,7 +12,7 @@ from typing import Any
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from datapulse import __version__
+from datapulse._version import __version__
 from datapulse.tools.fetch import FetchPolicy, FetchRefused, safe_fetch
 
 ABOUT_TEXT = (
