@@ -181,6 +181,10 @@ async def test_while_redis_is_unreachable_every_instance_answers_503_naming_redi
             assert (await at_owner.post(f"/message?session_id={api}", json=api_message(1))).status_code == 202
             assert await next_result(stream) == "r1"
 
+            # The owner serves what it holds while its lease runs (0.8 TTL from its last beat): begin the outage
+            # just after a beat, so the steps below (each refused call waits out the Redis timeout) fit in it
+            # however slowly a busy machine runs them.
+            await after_a_beat(redis, node_ids[0])
             await outage.begin(redis)
 
             for http in (at_owner, elsewhere):
@@ -229,6 +233,15 @@ async def test_while_redis_is_unreachable_every_instance_answers_503_naming_redi
             assert (await legacy_call(peer, fresh, "tools/call", echo("new"))).status_code == 200
 
 
+async def after_a_beat(redis: RedisServer, node_id: str) -> None:
+    """Return just after instance ``node_id``'s heartbeat was written (its lease is then at its longest)."""
+    store = connect(redis.url, 2.0)
+    try:
+        await eventually(lambda: _just_beaten(store, node_id), HEARTBEAT_TTL_S)
+    finally:
+        await store.aclose()
+
+
 async def _just_beaten(store: TimedRedis, node_id: str) -> bool:
     return int(await store.pttl(KEYS.node_alive(node_id))) > (HEARTBEAT_TTL_S - 1) * 1000
 
@@ -237,11 +250,7 @@ async def restart_empty_right_after_a_beat(redis: RedisServer, owner: httpx2.Asy
     """Kill and restart ``redis`` without its data just after the owner's heartbeat, so the owner's next beat,
     which writes its sessions back, is about ``HEARTBEAT_TTL_S / 3`` (10 s) away. Returns the owner's node id."""
     node_id = str((await owner.get("/health")).json()["node_id"])
-    store = connect(redis.url, 2.0)
-    try:
-        await eventually(lambda: _just_beaten(store, node_id), HEARTBEAT_TTL_S)
-    finally:
-        await store.aclose()
+    await after_a_beat(redis, node_id)
     await redis.stop()
     await redis.start()
     return node_id
