@@ -26,7 +26,7 @@ from tests.support.servers import (
     serve_in_process,
     spawn_datapulse,
 )
-from tests.support.sse import SseReader, open_sse
+from tests.support.sse import open_sse, watch_frames
 
 pytestmark = pytest.mark.anyio
 
@@ -51,16 +51,6 @@ def watch_url(session_id: str) -> str:
 
 def api(message_type: str, request_id: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"type": message_type, "request_id": request_id, "data": data or {}}
-
-
-async def frames(watch: SseReader, n: int) -> list[dict[str, Any]]:
-    """The next ``n`` frame events' data (any other event fails the test)."""
-    seen: list[dict[str, Any]] = []
-    while len(seen) < n:
-        event = await watch.next_event()
-        assert event.event == "frame", event
-        seen.append(json.loads(event.data))
-    return seen
 
 
 async def big_events(response: httpx2.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -91,7 +81,7 @@ async def test_watching_a_datapulse_api_session_shows_the_call_and_its_result_wi
             assert watch.response.headers["content-type"].startswith("text/event-stream")
             call = api("call_tool", "r2", {"name": "echo", "arguments": {"message": "hi"}})
             assert (await alice.post("/message?session_id=watched-api", json=call)).status_code == 202
-            inbound, outbound = await frames(watch, 2)
+            inbound, outbound = await watch_frames(watch, 2)
     assert summary(inbound) == ("in", "request", "call_tool", "r2")
     assert inbound["message"] == call
     assert summary(outbound) == ("out", "response", None, "r2")
@@ -113,7 +103,7 @@ async def test_watching_a_2025_streamable_http_session_shows_the_call_its_progre
             async with open_sse(alice, "POST", "/mcp", content=body, headers=legacy_headers(session_id)) as post:
                 answered = [json.loads(event.data) for event in await post.read_to_end() if event.data]
             assert answered[-1]["result"]["content"][0]["text"] == "worked 0 s"
-            call, progress, response = await frames(watch, 3)
+            call, progress, response = await watch_frames(watch, 3)
     assert summary(call) == ("in", "request", "tools/call", 5)
     assert call["message"] == json.loads(body)
     assert summary(progress) == ("out", "notification", "notifications/progress", None)
@@ -146,7 +136,7 @@ async def test_watching_a_2024_sse_session_shows_a_server_to_client_request_and_
             answer = {"role": "assistant", "content": {"type": "text", "text": "4"}, "model": "test"}
             await post(json.dumps({"jsonrpc": "2.0", "id": asked["id"], "result": answer}))
             assert json.loads((await stream.next_event()).data)["result"]["content"][0]["text"] == "4"
-            seen = await frames(watch, 7)
+            seen = await watch_frames(watch, 7)
     assert [summary(frame) for frame in seen] == [
         ("in", "request", "initialize", 0),
         ("out", "response", None, 0),
@@ -178,7 +168,7 @@ async def test_a_principal_cannot_watch_another_principals_session_but_an_admin_
             assert admin.response.status_code == 200
             call = api("call_tool", "r2", {"name": "whoami"})
             assert (await bob.post("/message?session_id=bobs-session", json=call)).status_code == 202
-            inbound, outbound = await frames(admin, 2)
+            inbound, outbound = await watch_frames(admin, 2)
             assert (inbound["id"], outbound["id"]) == ("r2", "r2")
             assert "bob" in json.dumps(outbound["message"]["data"])
 

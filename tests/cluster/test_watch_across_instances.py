@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx2
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from tests.support.cluster import spawn_cluster
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ALICE_TOKEN, BOB_TOKEN, TOKEN, ServerProcess, bearer
-from tests.support.sse import SseReader, open_sse
+from tests.support.sse import open_sse, watch_frames
 
 pytestmark = pytest.mark.anyio
 
@@ -29,15 +27,6 @@ def as_(token: str, process: ServerProcess) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=process.url, headers=bearer(token), timeout=10.0)
 
 
-async def frames(watch: SseReader, n: int) -> list[dict[str, Any]]:
-    seen: list[dict[str, Any]] = []
-    while len(seen) < n:
-        event = await watch.next_event()
-        assert event.event == "frame", event
-        seen.append(json.loads(event.data))
-    return seen
-
-
 async def test_a_session_on_one_instance_is_watched_through_another(
     pair: tuple[ServerProcess, ServerProcess],
 ) -> None:
@@ -51,7 +40,7 @@ async def test_a_session_on_one_instance_is_watched_through_another(
             assert watch.response.status_code == 200
             call = {"type": "call_tool", "request_id": "r2", "data": {"name": "echo", "arguments": {"message": "hi"}}}
             assert (await at_owner.post("/message?session_id=watched-elsewhere", json=call)).status_code == 202
-            inbound, outbound = await frames(watch, 2)
+            inbound, outbound = await watch_frames(watch, 2)
     assert (inbound["dir"], inbound["kind"], inbound["method"], inbound["id"]) == ("in", "request", "call_tool", "r2")
     assert inbound["message"] == call
     assert (outbound["dir"], outbound["kind"], outbound["id"]) == ("out", "response", "r2")
@@ -88,5 +77,5 @@ async def test_an_admin_watches_anothers_session_through_either_instance(
             assert watch.response.status_code == 200
             call = {"type": "list_tools", "request_id": "r2", "data": {}}
             assert (await alice.post("/message?session_id=admin-watched", json=call)).status_code == 202
-            inbound, outbound = await frames(watch, 2)
+            inbound, outbound = await watch_frames(watch, 2)
     assert (inbound["dir"], inbound["id"], outbound["dir"], outbound["id"]) == ("in", "r2", "out", "r2")

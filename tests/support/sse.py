@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,3 +80,13 @@ async def open_sse(client: httpx2.AsyncClient, method: str, url: str, **kwargs: 
     headers = {"Accept": "text/event-stream", **kwargs.pop("headers", {})}
     async with client.stream(method, url, headers=headers, **kwargs) as response:
         yield SseReader(response)
+
+
+async def watch_frames(watch: SseReader, n: int) -> list[dict[str, Any]]:
+    """The next ``n`` frame events' data of a dashboard watch stream (any other event fails the test)."""
+    seen: list[dict[str, Any]] = []
+    while len(seen) < n:
+        event = await watch.next_event()
+        assert event.event == "frame", event
+        seen.append(json.loads(event.data))
+    return seen

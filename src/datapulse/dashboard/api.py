@@ -222,10 +222,9 @@ async def handle_audit(runtime: Runtime, scope: Scope, receive: Receive, send: S
         limit = int(raw)
     principal = principal_of(scope)
     admins = runtime.settings.dashboard_admins
+    admin = is_admin(principal, admins)
     records = [
-        record.to_dict()
-        for record in reversed(runtime.auditor.recent)
-        if (record.principal is not None and sees(principal, record.principal, admins)) or is_admin(principal, admins)
+        record.to_dict() for record in reversed(runtime.auditor.recent) if admin or record.principal == principal.key
     ][:limit]
     unreachable: list[str] = []
     if not asks_local_only(scope):
