@@ -27,6 +27,9 @@ class Tally(TypedDict):
 
 
 class Figures(TypedDict):
+    """One tool's row in the stats view: call counts (every outcome), errors (`ERROR_OUTCOMES`), their ratio
+    (0-1), and latency percentiles in milliseconds (None before the first call)."""
+
     name: str
     calls: int
     errors: int
