@@ -55,6 +55,25 @@ def datapulse_argv(port: int) -> list[str]:
     ]
 
 
+AUDIT_DIR = Path(tempfile.gettempdir()) / "datapulse-bench-audit"
+
+
+def datapulse_env(audit_file: Path) -> dict[str, str]:
+    """DataPulse's settings in the bench: every protective layer on, at limits the load never reaches.
+
+    The token, a scope rule for every item (the static token holds every scope, so each call is checked and
+    allowed), a per-principal request limit and a per-tool limit (moving windows, checked on every call), and an
+    audit file (one ``auth`` and one ``tool_call`` record per call). Metrics are always on.
+    """
+    return {
+        "DATAPULSE_TOKEN": TOKEN,
+        "DATAPULSE_SCOPES": "tool:*=bench:call;resource:*=bench:read;prompt:*=bench:read",
+        "DATAPULSE_RATE_LIMIT": "50000/second",
+        "DATAPULSE_TOOL_RATE_LIMITS": "*=50000/second",
+        "DATAPULSE_AUDIT_SINKS": f"file:{audit_file}",
+    }
+
+
 def sdk_argv(kind: str, port: int) -> list[str]:
     return [sys.executable, "-m", "bench.sdk_server", kind, str(port)]
 
@@ -89,7 +108,10 @@ class Server:
 
     def command(self) -> str:
         """The command line as printed in the report (the token value is not shown)."""
-        prefix = "DATAPULSE_TOKEN=*** " if self.is_datapulse else ""
+        prefix = ""
+        if self.is_datapulse:
+            shown = {**datapulse_env(AUDIT_DIR / "audit.jsonl"), "DATAPULSE_TOKEN": "***"}
+            prefix = " ".join(f"{key}='{value}'" for key, value in shown.items()) + " "
         argv = [Path(self.argv[0]).name if i == 0 else a for i, a in enumerate(self.argv)]
         if not self.is_datapulse:
             argv[0] = "python"
@@ -98,7 +120,8 @@ class Server:
     def start(self) -> None:
         env = _clean_env()
         if self.is_datapulse:
-            env["DATAPULSE_TOKEN"] = TOKEN
+            AUDIT_DIR.mkdir(exist_ok=True)
+            env.update(datapulse_env(AUDIT_DIR / f"audit-{self.port}.jsonl"))
         fd, path = tempfile.mkstemp(prefix=f"bench-{self.kind}-", suffix=".log")
         self.log_path = Path(path)
         self.proc = subprocess.Popen(

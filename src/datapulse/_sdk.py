@@ -9,14 +9,19 @@ SDK upgrade that moves them breaks one file — and ``tests/test_sdk_adapter.py`
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
+from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
+from mcp.server.lowlevel.server import HandlerEntry
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.request_state import RequestStateBoundary
 from mcp.server.runner import ServerRunner, serve_one
 from mcp.server.subscriptions import SubscriptionBus
 from mcp.shared.dispatcher import CallOptions
@@ -33,13 +38,15 @@ from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progr
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.subscriptions import LISTEN_STREAM_METHODS
 from mcp.shared.transport_context import TransportContext
-from mcp_types import ErrorData, InitializeRequestParams
+from mcp_types import CallToolResult, ErrorData, InitializeRequestParams, TextContent
+from mcp_types.methods import is_input_required, validate_client_request
 from mcp_types.version import (
     HANDSHAKE_PROTOCOL_VERSIONS,
     LATEST_HANDSHAKE_VERSION,
     LATEST_MODERN_VERSION,
     MODERN_PROTOCOL_VERSIONS,
 )
+from pydantic import ValidationError
 
 __all__ = [
     "ERROR_CODE_HTTP_STATUS",
@@ -53,30 +60,43 @@ __all__ = [
     "CallOptions",
     "Connection",
     "ErrorData",
+    "HandlerEntry",
     "InboundLadderRejection",
     "InitializeRequestParams",
     "MCPError",
     "MCPServer",
     "NoBackChannelError",
+    "OpenTelemetryMiddleware",
+    "RequestStateBoundary",
     "Server",
     "ServerMessageMetadata",
     "ServerRunner",
     "SubscriptionBus",
     "TransportContext",
     "auth_context_var",
+    "call_plain_tool",
     "classify_inbound_request",
     "error_data_for",
     "find_duplicated_routing_header",
+    "hot_handlers",
+    "is_input_required",
     "lowlevel_server",
+    "plain_prompt",
+    "plain_tool",
     "progress_token_from_params",
     "replace_subscription_bus",
+    "request_context",
+    "result_serializer",
     "serve_one",
+    "static_resource",
     "subscription_bus",
     "unsupported_protocol_version_rejection",
+    "validate_client_request",
     "validate_mcp_param_headers",
 ]
 
 logger = logging.getLogger("datapulse.handlers")
+_mcpserver_logger = logging.getLogger("mcp.server.mcpserver.server")
 
 INTERNAL_ERROR = -32603
 INVALID_PARAMS = -32602
@@ -133,3 +153,116 @@ def error_data_for(exc: BaseException) -> ErrorData:
         return ErrorData(code=INVALID_PARAMS, message=str(exc))
     logger.error("request handler raised", exc_info=exc)
     return ErrorData(code=INTERNAL_ERROR, message="Internal server error")
+
+
+# --- the fast path's view of an MCPServer (datapulse.fastpath) -------------------------------------------------------
+
+
+def hot_handlers(app: MCPServer) -> dict[str, object]:
+    """The request handlers an `MCPServer` registers for the methods `datapulse.fastpath` serves, by method: the
+    fast path serves a method only while its registered handler is still this one."""
+    from mcp.server.lowlevel.server import _ping_handler  # the default ping handler (no public name)
+
+    return {
+        "tools/call": app._handle_call_tool,
+        "tools/list": app._handle_list_tools,
+        "resources/read": app._handle_read_resource,
+        "prompts/get": app._handle_get_prompt,
+        "ping": _ping_handler,
+    }
+
+
+def plain_tool(app: MCPServer, name: str) -> bool:
+    """Whether ``name`` is a registered tool that never reads its request context: no `Context` parameter and
+    no ``Resolve(...)`` parameters (only those read it, in ``Tool.run``)."""
+    tool = app._tool_manager.get_tool(name)
+    return tool is not None and tool.context_kwarg is None and not tool.resolved_params
+
+
+def plain_prompt(app: MCPServer, name: str) -> bool:
+    """Whether ``name`` is a registered prompt whose function takes no `Context` (``Prompt.render`` reads the
+    context only to pass it to such a parameter)."""
+    prompt = app._prompt_manager.get_prompt(name)
+    return prompt is not None and prompt.context_kwarg is None
+
+
+def static_resource(app: MCPServer, uri: str) -> bool:
+    """Whether ``uri`` names a concrete resource (not a template match): reading one never reads the request
+    context (``ResourceManager.get_resource`` passes it only to templates)."""
+    return uri in app._resource_manager._resources
+
+
+async def call_plain_tool(app: MCPServer, name: str, arguments: dict[str, Any]) -> Any:
+    """Call the plain tool ``name`` (`plain_tool`) as ``MCPServer._handle_call_tool`` does, without the request
+    context such a tool never reads: the tool's own ``Tool.run`` (argument validation, the call, result
+    conversion), and a failure other than `MCPError` answered as an ``isError`` result, logged like the SDK logs
+    it (logger ``mcp.server.mcpserver.server``).
+
+    Returns:
+        A ``CallToolResult`` (or the ``InputRequiredResult`` the tool returned).
+
+    Raises:
+        MCPError: raised by the tool (a protocol error, as on the full path).
+    """
+    tool = app._tool_manager.get_tool(name)
+    try:
+        if tool is None:
+            raise ToolError(f"Unknown tool: {name}")
+        return await tool.run(arguments, cast(Any, None), convert_result=True)
+    except MCPError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, ToolError) and not isinstance(exc, UnexpectedToolError):
+            if isinstance(exc.__cause__, ValidationError):
+                fields = sorted({".".join(str(part) for part in err["loc"]) for err in exc.__cause__.errors()})
+                _mcpserver_logger.info("Tool %r rejected arguments: %r", name, fields)
+            else:
+                _mcpserver_logger.info("Tool %r failed: %r", name, str(exc))
+        else:
+            _mcpserver_logger.exception("Tool %r raised an unexpected exception", name)
+        return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+
+
+class _StampedServer:
+    """What ``ServerRunner._serialize`` reads of its server (``cache_hints``, ``server_info_stamp``), with the
+    stamp copied from one dump instead of deep-copied per call when the dump is flat (strings and numbers only:
+    a shallow copy is then as fresh as a deep one)."""
+
+    def __init__(self, server: Server[Any]) -> None:
+        self._server = server
+
+    @property
+    def cache_hints(self) -> Any:
+        return self._server.cache_hints
+
+    @property
+    def server_info_stamp(self) -> dict[str, Any]:
+        source: dict[str, Any] = self._server._server_info_stamp_source
+        if all(isinstance(value, str | int | float | bool) or value is None for value in source.values()):
+            return dict(source)
+        return self._server.server_info_stamp
+
+
+def result_serializer(server: Server[Any]) -> Callable[[str, str, Any], dict[str, Any]]:
+    """``serialize(method, protocol_version, handler_result) -> wire dict``: the SDK kernel's own shaping of a
+    handler's result (cache hints, the per-version result sieve, ``resultType``, the ``serverInfo`` stamp),
+    ``ServerRunner._serialize``, which reads nothing of the runner but its server's ``cache_hints`` and
+    ``server_info_stamp`` (`_StampedServer`)."""
+    runner: ServerRunner[Any] = ServerRunner(cast(Any, _StampedServer(server)), cast(Connection, None), None)
+    return runner._serialize
+
+
+def request_context(
+    server: Server[Any],
+    connection: Callable[[], Connection],
+    lifespan_state: Any,
+    dctx: Any,
+    method: str,
+    params: Mapping[str, Any] | None,
+) -> Any:
+    """The SDK ``ServerRequestContext`` the kernel would build for one request (``ServerRunner._make_context``,
+    with the request's ``_meta`` lifted as the kernel does); ``connection()`` makes the connection it reads."""
+    from mcp.server.runner import _extract_meta
+
+    runner: ServerRunner[Any] = ServerRunner(server, connection(), lifespan_state)
+    return runner._make_context(dctx, method, params, _extract_meta(params), runner.connection.protocol_version)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import logging
 import secrets
 import time
@@ -50,7 +51,8 @@ from datapulse.dashboard import assets as dashboard_assets
 from datapulse.dashboard import index as dashboard_index
 from datapulse.dashboard import watch as dashboard_watch
 from datapulse.errors import DataPulseError, Internal, MethodNotAllowed, RateLimited, SessionMoved, Unavailable
-from datapulse.logs import bind_log_context
+from datapulse.fastpath import fast_path_for
+from datapulse.logs import pop_log_context, push_log_context
 from datapulse.metrics import Metrics, metrics_endpoint
 from datapulse.observe import ObservationMiddleware
 from datapulse.openapi import openapi_document
@@ -183,6 +185,7 @@ def create_app(settings: Settings | None = None, *, server: object | None = None
     )
 
     runtime.app_target = target
+    runtime.fast_path = fast_path_for(target, settings.fast_path)
     runtime.restorers = {
         SessionKind.STREAMABLE_HTTP: streamable.restore,
         SessionKind.DATAPULSE_API: datapulse_api.restore,
@@ -464,6 +467,19 @@ class DataPulseApp(FastAPI):
         self._datapulse_routes = routes
         self._security = security
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A request to one of DataPulse's own endpoints goes straight into the middleware stack: it has its own
+        OpenTelemetry span (`datapulse.tracing.request_span`), so FastAPI's native telemetry, whose check reads
+        three providers per request, would only add a second one. Everything else is FastAPI's as usual."""
+        stack = self.middleware_stack
+        if stack is not None and scope["type"] == "http" and scope["path"] in self._datapulse_routes:
+            scope["app"] = self
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            await stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
     def build_middleware_stack(self) -> ASGIApp:
         user_middleware, self.user_middleware = self.user_middleware, []
         try:
@@ -520,6 +536,10 @@ class _PathTable:
         await self.fallback(scope, receive, send)
 
 
+_REQUEST_IDS = itertools.count(1)
+"""Request ids for log lines of requests that bring no ``X-Request-Id``: this node's id and a counter."""
+
+
 class _Endpoint:
     """Adapts a transport handler to ASGI, mapping `DataPulseError` to its HTTP/JSON-RPC error and
     any unexpected exception to a bare 500 (logged, never a traceback to the client)."""
@@ -565,15 +585,16 @@ class _Endpoint:
                 if routed is None:
                     return
                 receive = routed
-            with (
-                bind_log_context(
-                    request_id=(header(scope, b"x-request-id") or "")[:64] or secrets.token_hex(6),
-                    principal=principal_of(scope).key,
-                    session_id=routing.session_id_of(self.path, scope),
-                ),
-                request_span(scope, self.path),
-            ):
-                await self.handler(runtime, scope, receive, send)
+            logged = push_log_context(
+                request_id=(header(scope, b"x-request-id") or "")[:64] or f"{runtime.node_id}-{next(_REQUEST_IDS):x}",
+                principal=principal_of(scope).key,
+                session_id=routing.session_id_of(self.path, scope),
+            )
+            try:
+                with request_span(scope, self.path):
+                    await self.handler(runtime, scope, receive, send)
+            finally:
+                pop_log_context(logged)
         except DataPulseError as error:
             await _send_if_not_started(send, error, log_as=None)
         except Exception as exc:

@@ -38,7 +38,9 @@ import hashlib
 import json
 import logging
 import logging.handlers
+import os
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -47,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, Protocol, TextIO
 
 import anyio
+import pydantic_core
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -109,12 +112,19 @@ class AuditRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record's fields by name (JSON-ready except non-JSON argument values)."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     def to_json(self) -> str:
-        """The record as one compact JSON line (no newline), keys in field order, None as ``null``.
-        Non-JSON argument values are written as their ``str``."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, default=str)
+        """The record as one compact JSON line (no newline), keys in field order, None as ``null``, non-ASCII
+        text as is. Non-JSON argument values are written as their ``str`` (NaN and infinities as ``null``)."""
+        return self.to_json_bytes().decode("utf-8")
+
+    def to_json_bytes(self) -> bytes:
+        """`to_json`, UTF-8 encoded (pydantic-core's encoder: one call, no intermediate ``str``)."""
+        return pydantic_core.to_json(self.to_dict(), fallback=str)
+
+
+_FIELD_NAMES: Final = tuple(field.name for field in dataclasses.fields(AuditRecord))
 
 
 def arguments_digest(arguments: Any) -> str:
@@ -125,8 +135,18 @@ def arguments_digest(arguments: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+_second: tuple[int, str] = (0, "")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time now as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC, milliseconds truncated, as ``isoformat`` does); the
+    date and time of day are formatted once per second."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - second) * 1000):03d}Z"
 
 
 class AuditSink(Protocol):
@@ -160,13 +180,6 @@ class StdoutSink:
         self._stream.flush()
 
 
-class _RaisingRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """A RotatingFileHandler whose write errors propagate (to the `Auditor`) instead of going to stderr."""
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        raise  # called inside emit's except block: re-raises the write error
-
-
 class FileSink:
     """JSON lines appended to ``path``, rotated by size with ``logging.handlers.RotatingFileHandler``.
 
@@ -179,7 +192,7 @@ class FileSink:
     Args:
         path: the file; its directory must exist. Opened (and created) here, so a bad path fails at startup.
         max_bytes: rotation threshold in bytes, > 0.
-        backups: rotated files kept, >= 0 (0: the file is truncated instead of rotated).
+        backups: rotated files kept, >= 0 (0: the file is never rotated, as with the stdlib handler).
 
     Raises:
         ValueError: ``max_bytes`` or ``backups`` out of range.
@@ -192,12 +205,28 @@ class FileSink:
         if backups < 0:
             raise ValueError(f"backups must be >= 0, got {backups}")
         self.path = path
-        self._handler = _RaisingRotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
-        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        self._max_bytes = max_bytes
+        self._rotates = backups > 0 and os.path.isfile(path)  # never rename a device or a pipe (/dev/null)
+        stream = self._handler.stream
+        assert stream is not None  # opened now (delay=False)
+        self._size = stream.tell() if self._rotates else 0
 
     async def write(self, record: AuditRecord) -> None:
-        line = logging.makeLogRecord({"msg": record.to_json(), "levelno": logging.INFO, "levelname": "INFO"})
-        self._handler.handle(line)
+        line = record.to_json_bytes() + b"\n"
+        size = len(line)
+        handler = self._handler
+        if self._rotates and self._size and self._size + size > self._max_bytes:
+            handler.doRollover()  # the handler's own rotation (renames, then a fresh file)
+            self._size = 0
+        stream = handler.stream
+        assert stream is not None  # reopened by doRollover (delay=False)
+        file = stream.buffer  # bytes straight to the file's buffer (nothing is ever written as text)
+        file.write(line)
+        file.flush()
+        self._size += size
 
     async def aclose(self) -> None:
         self._handler.close()
@@ -272,6 +301,12 @@ class Auditor:
         self.recent: deque[AuditRecord] = deque(maxlen=RECENT_RECORDS)
         """This process's latest records, oldest first (the dashboard's audit view); kept only while a sink is
         configured, since records are built only then."""
+
+    @property
+    def may_suspend(self) -> bool:
+        """Whether writing a record can wait (any sink but the file and stdout sinks, which await nothing): callers
+        that must not lose a record to a cancellation shield the write only then."""
+        return not all(isinstance(sink, StdoutSink | FileSink) for sink in self._sinks)
 
     @property
     def active(self) -> bool:

@@ -250,6 +250,12 @@ class Settings(BaseSettings):
     max_sessions: int = Field(default=10_000, ge=1, description="Open sessions per process, all transports.")
     max_sessions_per_principal: int = Field(default=1_000, ge=1, description="Open sessions per principal.")
     keepalive_interval_s: float = Field(default=15.0, gt=0, description="Seconds between ': ping' SSE comments.")
+    fast_path: bool = Field(
+        default=True,
+        description="Serve tools/call, tools/list, resources/read, prompts/get and ping of an MCPServer's items that "
+        "read no request context with the least work (datapulse.fastpath; the same responses). false: every request "
+        "takes the SDK's full handler chain (for debugging).",
+    )
     retry_ms: int = Field(default=3000, ge=0, description="SSE 'retry:' reconnect hint sent to clients, in ms.")
     outbound_queue_max_messages: int = Field(
         default=256, ge=1, description="Per-session messages buffered for a stream before backpressure."

@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from typing import Any, Final, TextIO
 
 import structlog
@@ -174,6 +175,7 @@ def configure_logging(
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        _merge_bound,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
@@ -221,20 +223,49 @@ def configure_logging(
         uvicorn_logger.propagate = True
 
 
+_BOUND: ContextVar[Mapping[str, str] | None] = ContextVar("datapulse_log_context", default=None)
+"""The `bind_log_context` values of the current request: one context variable set per request (binding each
+key in ``structlog.contextvars`` costs a variable per key, per request), merged into lines by `_merge_bound`."""
+
+
+def push_log_context(**values: str | None) -> Token[Mapping[str, str] | None]:
+    """Bind the non-None ``values`` (usually `LOG_CONTEXT` keys) to every log line emitted until
+    `pop_log_context` is called with the returned token (`bind_log_context` without a ``with`` block)."""
+    outer = _BOUND.get()
+    bound = {key: value for key, value in values.items() if value is not None}
+    return _BOUND.set(bound if outer is None else {**outer, **bound})
+
+
+def pop_log_context(token: Token[Mapping[str, str] | None]) -> None:
+    """Restore the bindings from before the `push_log_context` that returned ``token``."""
+    _BOUND.reset(token)
+
+
 @contextmanager
 def bind_log_context(**values: str | None) -> Iterator[None]:
     """Bind the non-None ``values`` (usually `LOG_CONTEXT` keys) to every log line emitted in the block.
 
-    Uses ``structlog.contextvars``: bindings follow the current task (and tasks it starts) and the
-    previous values are restored when the block ends, so blocks nest.
+    Bindings follow the current task (and tasks it starts, which copy its context) and the previous values
+    are restored when the block ends, so blocks nest. Keys a line sets itself win over bound ones.
     """
-    bound: MutableMapping[str, str] = {key: value for key, value in values.items() if value is not None}
-    with structlog.contextvars.bound_contextvars(**bound):
+    token = push_log_context(**values)
+    try:
         yield
+    finally:
+        _BOUND.reset(token)
+
+
+def _merge_bound(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    bound = _BOUND.get()
+    if bound:
+        for key, value in bound.items():
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 def detach_log_context() -> None:
     """Drop every `bind_log_context` binding in the current context: for a long-lived task started from inside a
     request (a bridged child process), whose later lines must not carry that request's id, session or principal.
     The task runs in a copy of its starter's context, so the request itself keeps its bindings."""
+    _BOUND.set(None)
     structlog.contextvars.clear_contextvars()

@@ -9,7 +9,8 @@ era and transport, including uses refused by the scope policy or a rate limit (o
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -57,30 +58,49 @@ class ObservationMiddleware:
     def __init__(self, metrics: Metrics, auditor: Auditor | None) -> None:
         self.metrics = metrics
         self.auditor = auditor
+        # labelled children, looked up once (``labels()`` takes a lock and builds a key on every call)
+        self._message_counters: dict[str, tuple[Any, Any]] = {}
+        self._tool_children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        return await self.around(ctx.method, ctx.params, partial(call_next, ctx))
+
+    async def around(
+        self, method: str, params: Mapping[str, Any] | None, call: Callable[[], Awaitable[HandlerResult]]
+    ) -> HandlerResult:
+        """Observe ``call()``, the rest of the handling of one ``method`` request (the middleware's work, for a
+        caller that has no SDK request context: `datapulse.fastpath`)."""
         transport = _transport_label()
-        self.metrics.messages_total.labels(transport, "in").inc()
+        counters = self._message_counters.get(transport)
+        if counters is None:
+            messages = self.metrics.messages_total
+            counters = self._message_counters[transport] = (
+                messages.labels(transport, "in"),
+                messages.labels(transport, "out"),
+            )
+        counters[0].inc()
         try:
-            result = await self._observe(ctx, call_next)
+            result = await self._observe(method, params, call)
         except Exception:
-            self.metrics.messages_total.labels(transport, "out").inc()  # the error response
+            counters[1].inc()  # the error response
             raise
-        self.metrics.messages_total.labels(transport, "out").inc()
+        counters[1].inc()
         return result
 
-    async def _observe(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        observed = _OBSERVED.get(ctx.method)
+    async def _observe(
+        self, method: str, params: Mapping[str, Any] | None, call: Callable[[], Awaitable[HandlerResult]]
+    ) -> HandlerResult:
+        observed = _OBSERVED.get(method)
         if observed is None:
-            return await call_next(ctx)
+            return await call()
         kind, field = observed
-        params = ctx.params or {}
+        params = params or {}
         name = params.get(field)
         name = name if isinstance(name, str) else None
         started = time.perf_counter()
         outcome: ToolOutcome = "error"
         try:
-            result = await call_next(ctx)
+            result = await call()
             outcome = _outcome_of(result)
             return result
         except MCPError as exc:
@@ -96,10 +116,20 @@ class ObservationMiddleware:
                 self.metrics.rate_limited_total.labels("tool").inc()
             if kind == "tool_call" and name is not None:
                 label = self.metrics.tool_label(name)
-                self.metrics.tool_calls_total.labels(label, outcome).inc()
-                self.metrics.tool_call_duration_seconds.labels(label).observe(duration_s)
-            if self.auditor is not None and self.auditor.active:
-                with anyio.CancelScope(shield=True):
+                children = self._tool_children.get((label, outcome))
+                if children is None:
+                    children = self._tool_children[(label, outcome)] = (
+                        self.metrics.tool_calls_total.labels(label, outcome),
+                        self.metrics.tool_call_duration_seconds.labels(label),
+                    )
+                children[0].inc()
+                children[1].observe(duration_s)
+            auditor = self.auditor
+            if auditor is not None and auditor.active:
+                if auditor.may_suspend:
+                    with anyio.CancelScope(shield=True):
+                        await self._audit(kind, name, params, outcome, duration_s)
+                else:  # no await inside can be interrupted: nothing to shield
                     await self._audit(kind, name, params, outcome, duration_s)
 
     async def _audit(

@@ -20,8 +20,8 @@ expires one window length after the last hit. ``<tool>`` is the tool name when i
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
+import functools
 import hashlib
 import math
 import re
@@ -30,8 +30,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import limits
+import limits.storage
+import limits.strategies
 import redis.asyncio as aioredis
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from datapulse.cluster.store import store_errors
@@ -117,12 +119,18 @@ def parse_tool_limits(spec: str) -> tuple[tuple[str, tuple[limits.RateLimitItem,
     return tuple(entries)
 
 
+@functools.lru_cache(maxsize=4096)
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 def _tool_key(tool: str) -> str:
     return tool if _SAFE_TOOL.fullmatch(tool) else f"h-{_digest(tool)}"
+
+
+_CACHE_MAX = 10_000
+"""Entries kept in the limiter's lookup caches (tool → limits, limit and caller → storage key) before they are
+emptied and refilled."""
 
 
 class RateLimiter:
@@ -159,18 +167,24 @@ class RateLimiter:
         self._per_principal = tuple(per_principal)
         self._per_tool = tuple((glob, tuple(items)) for glob, items in per_tool if items)
         self._default_tool = tuple(default_tool)
-        self._storage: MemoryStorage | RedisStorage
+        self._tool_limits: dict[str, tuple[limits.RateLimitItem, ...]] = {}
+        self._keys: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._local: limits.strategies.MovingWindowRateLimiter | None = None
+        self._shared: MovingWindowRateLimiter | None = None
+        self._memory: limits.storage.MemoryStorage | None = None
         if redis is None:
-            self._storage = MemoryStorage()
+            # In one process, the synchronous in-memory store: a hit is a list lookup under a lock, with no
+            # await. (The asyncio store schedules an expiry task per hit once the last one finished, and that
+            # task hops to a worker thread for every key: costlier than the hit itself.)
+            self._memory = limits.storage.MemoryStorage()
+            self._local = limits.strategies.MovingWindowRateLimiter(self._memory)
         else:
             # limits builds its own redis.asyncio.Redis; handing it our pool shares connections and
             # their settings (socket timeouts, retry, auth; behind Sentinel, the pool that asks the sentinels
             # for the master, so no separate async+redis+sentinel:// storage). The pool stays ours to close.
             options: dict[str, Any] = {"connection_pool": redis.connection_pool}
-            self._storage = RedisStorage(
-                "async+redis://", implementation="redispy", key_prefix=f"{key_prefix}:rl", **options
-            )
-        self._strategy = MovingWindowRateLimiter(self._storage)
+            storage = RedisStorage("async+redis://", implementation="redispy", key_prefix=f"{key_prefix}:rl", **options)
+            self._shared = MovingWindowRateLimiter(storage)
 
     @property
     def enabled(self) -> bool:
@@ -179,10 +193,14 @@ class RateLimiter:
 
     def tool_limits(self, tool: str) -> tuple[limits.RateLimitItem, ...]:
         """The limits that apply to ``tool``: the first matching glob's, else ``default_tool``."""
-        for glob, items in self._per_tool:
-            if fnmatch.fnmatchcase(tool, glob):
-                return items
-        return self._default_tool
+        known = self._tool_limits.get(tool)
+        if known is not None:
+            return known
+        found = next((items for glob, items in self._per_tool if fnmatch.fnmatchcase(tool, glob)), self._default_tool)
+        if len(self._tool_limits) >= _CACHE_MAX:
+            self._tool_limits.clear()
+        self._tool_limits[tool] = found
+        return found
 
     async def hit_request(self, principal: str) -> None:
         """Count one JSON-RPC request by ``principal`` against the per-principal limits.
@@ -211,22 +229,36 @@ class RateLimiter:
             await self._hit(items, identifiers, f"tool {tool!r} and principal {principal!r}")
 
     async def _hit(self, items: Sequence[limits.RateLimitItem], identifiers: tuple[str, ...], who: str) -> None:
+        memory = self._memory
+        if memory is not None:
+            for item in items:
+                # what MovingWindowRateLimiter.hit does, with the key built once per (limit, identifiers)
+                key = self._keys.get((id(item), identifiers))
+                if key is None:
+                    if len(self._keys) >= _CACHE_MAX:
+                        self._keys.clear()
+                    key = self._keys[(id(item), identifiers)] = item.key_for(*identifiers)
+                if not memory.acquire_entry(key, item.amount, item.get_expiry()):
+                    assert self._local is not None
+                    self._refuse(item, self._local.get_window_stats(item, *identifiers).reset_time, who)
+            return
+        assert self._shared is not None
         with store_errors("checking a rate limit"):
             for item in items:
-                if await self._strategy.hit(item, *identifiers):
+                if await self._shared.hit(item, *identifiers):
                     continue
-                stats = await self._strategy.get_window_stats(item, *identifiers)
-                window_s = item.get_expiry()
-                retry_after_s = min(window_s, max(1, math.ceil(stats.reset_time - time.time())))
-                raise RateLimited(f"Too Many Requests: {item} for {who}; retry in {retry_after_s} s", retry_after_s)
+                self._refuse(item, (await self._shared.get_window_stats(item, *identifiers)).reset_time, who)
+
+    @staticmethod
+    def _refuse(item: limits.RateLimitItem, reset_time: float, who: str) -> None:
+        window_s = item.get_expiry()
+        retry_after_s = min(window_s, max(1, math.ceil(reset_time - time.time())))
+        raise RateLimited(f"Too Many Requests: {item} for {who}; retry in {retry_after_s} s", retry_after_s)
 
     async def aclose(self) -> None:
-        """Stop the in-memory store's expiry task; a Redis store leaves the caller's client open."""
-        if isinstance(self._storage, MemoryStorage):
-            timer = self._storage.timer
-            if timer is not None and not timer.done():
-                timer.cancel()
-                await asyncio.gather(timer, return_exceptions=True)
+        """Stop the in-memory store's expiry timer; a Redis store leaves the caller's client open."""
+        if self._memory is not None:
+            self._memory.timer.cancel()
 
 
 class StreamSlots:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from datapulse.audit import Auditor
     from datapulse.cluster.bus import RedisSubscriptionBus
     from datapulse.cluster.node import ClusterNode
+    from datapulse.fastpath import FastPath
     from datapulse.metrics import Metrics
     from datapulse.security import Security
 
@@ -83,6 +84,9 @@ class Runtime:
     running: bool = False
     """True between the lifespan's start and the beginning of shutdown's stream teardown."""
     taps: FrameTaps = field(default_factory=FrameTaps)
+    fast_path: FastPath | None = None
+    """Serves an MCPServer's hot methods with the least work (`datapulse.fastpath`); None when off or not an
+    MCPServer."""
     """Watchers of sessions' JSON-RPC traffic (the dashboard's watch streams), by session id."""
 
     def new_session_id(self) -> str:

@@ -15,6 +15,8 @@ request into the SDK's handler task exactly as ``get_access_token()`` does.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mcp.shared.exceptions import MCPError
@@ -63,10 +65,20 @@ class AuthorizationMiddleware:
         self.rate_limiter = rate_limiter
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        method = ctx.method
+        return await self.around(ctx.method, ctx.params, partial(call_next, ctx))
+
+    async def around(
+        self, method: str, params: Mapping[str, Any] | None, call: Callable[[], Awaitable[HandlerResult]]
+    ) -> HandlerResult:
+        """Check and count one ``method`` request, then run ``call()``, the rest of its handling (the
+        middleware's work, for a caller that has no SDK request context: `datapulse.fastpath`).
+
+        Raises:
+            MCPError: -32001 (a scope is missing) or -32000 (a rate limit is exhausted), before ``call``.
+        """
         if method in _USES:
             kind, field = _USES[method]
-            name = (ctx.params or {}).get(field)
+            name = (params or {}).get(field)
             if isinstance(name, str):
                 principal = CURRENT_PRINCIPAL.get()
                 self._check(principal, kind, name)
@@ -75,11 +87,11 @@ class AuthorizationMiddleware:
                         await self.rate_limiter.hit_tool(principal.key, name)
                     except RateLimited as exc:
                         raise MCPError(SERVER_ERROR, exc.message, exc.data) from None
-            return await call_next(ctx)
+            return await call()
         if method in _LISTS and self.policy:
-            result = await call_next(ctx)
+            result = await call()
             return self._filter(CURRENT_PRINCIPAL.get(), method, result)
-        return await call_next(ctx)
+        return await call()
 
     def _check(self, principal: Principal, kind: Kind, name: str) -> None:
         missing = principal.missing(self.policy.required(kind, name))

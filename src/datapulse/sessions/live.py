@@ -14,7 +14,8 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Literal, Protocol
 
 import anyio
 from anyio import CancelScope
@@ -131,6 +132,18 @@ class _NotifyOnly:
         await self._session.notify(method, params, opts)
 
 
+class FastLane(Protocol):
+    """What a session uses of `datapulse.fastpath.FastPath` (named here so sessions do not import it)."""
+
+    def plan(self, method: str, params: Mapping[str, Any] | None, protocol_version: str, initialized: bool) -> Any:
+        """The plan to serve one request on the fast path, or None for the full path."""
+        ...
+
+    async def serve(self, plan: Any, context: Callable[[], Any]) -> dict[str, Any]:
+        """Serve a plan; the result in the SDK kernel's wire form."""
+        ...
+
+
 class LiveSession:
     """One session's live state, shared by every transport kind.
 
@@ -139,6 +152,8 @@ class LiveSession:
     """
 
     kind: SessionKind
+    fast_path: FastLane | None = None
+    """Serves the hot methods with the least work (`datapulse.fastpath`); set by the transports from the runtime."""
     dual_era: bool = False
     """Whether requests carrying the 2026-07-28 envelope are served on this session kind."""
 
@@ -270,7 +285,7 @@ class LiveSession:
                 if enveloped:
                     result = await self._serve_modern(dctx, method, params)
                 else:
-                    result = await self.runner.on_request(dctx, method, params)
+                    result = await self._serve(dctx, method, params)
                 return response_json(request_id, result)
             return None
         except Exception as exc:
@@ -297,6 +312,31 @@ class LiveSession:
             "This session speaks a handshake-era protocol version; requests carrying the 2026-07-28 _meta "
             "envelope must be sent without Mcp-Session-Id and with MCP-Protocol-Version: 2026-07-28",
         )
+
+    async def _serve(self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
+        """A handshake-era request: on the fast path when it can take it (`datapulse.fastpath`), else through the
+        session's SDK kernel."""
+        fast = self.fast_path
+        connection = self.connection
+        if fast is not None:
+            plan = fast.plan(method, params, connection.protocol_version, connection.initialize_accepted)
+            if plan is not None:
+                return await fast.serve(
+                    plan,
+                    partial(
+                        _sdk.request_context,
+                        self.runner.server,
+                        self._connection,
+                        self.runner.lifespan_state,
+                        dctx,
+                        method,
+                        params,
+                    ),
+                )
+        return await self.runner.on_request(dctx, method, params)
+
+    def _connection(self) -> _sdk.Connection:
+        return self.connection
 
     async def _serve_modern(
         self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None

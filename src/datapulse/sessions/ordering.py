@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -149,11 +150,18 @@ class OrderingMiddleware:
     handled through `deliver_in_order`; others pass straight through)."""
 
     async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
-        accepted = _CURRENT.get()
-        if accepted is None:
-            return await call_next(ctx)
-        await accepted.begin()
-        try:
-            return await call_next(ctx)
-        finally:
-            accepted.finished()
+        return await in_turn(partial(call_next, ctx))
+
+
+async def in_turn(handler: Callable[[], Awaitable[T]]) -> T:
+    """Run ``handler()`` in its session's acceptance order and take its finish ticket when it returns or raises
+    (`OrderingMiddleware`'s work; also called by `datapulse.fastpath`, which runs no SDK middleware chain).
+    Outside `deliver_in_order` it just runs ``handler()``."""
+    accepted = _CURRENT.get()
+    if accepted is None:
+        return await handler()
+    await accepted.begin()
+    try:
+        return await handler()
+    finally:
+        accepted.finished()

@@ -74,6 +74,7 @@ class ApiSession(LiveSession):
             epoch,
         )
         self._seq = 0
+        self.fast_path = runtime.fast_path
         self._taps = runtime.taps
         self.journal = runtime.journal(session_id)
         self.events = EventStream(
@@ -387,6 +388,7 @@ class _StatelessSession(LiveSession):
         super().__init__(
             "stateless", "stateless", runtime.server, runtime.lifespan_state, runtime.settings.server_request_timeout_s
         )
+        self.fast_path = runtime.fast_path
 
     def _make_connection(self) -> _sdk.Connection:
         connection = _sdk.Connection(self, protocol_version=_sdk.LATEST_HANDSHAKE_VERSION)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import anyio
@@ -56,18 +57,19 @@ class ModernExchange:
     __slots__ = (
         "_cancel",
         "_keepalive_s",
+        "_metadata",
+        "_params",
         "_receive",
         "_runtime",
+        "_scope",
         "_send",
         "_sse_ok",
         "_timer",
+        "_transport",
         "_watcher",
         "cancel_scope",
         "connection",
-        "message_metadata",
-        "progress_token",
         "request_id",
-        "transport",
     )
 
     def __init__(
@@ -80,8 +82,9 @@ class ModernExchange:
         params: Mapping[str, Any] | None,
         sse_ok: bool,
     ) -> None:
-        headers = Headers(scope=scope)
         self._runtime = runtime
+        self._scope = scope
+        self._params = params
         self._receive = receive
         self._send = send
         self._sse_ok = sse_ok
@@ -90,13 +93,29 @@ class ModernExchange:
         self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.request_id = request_id
-        self.transport = _sdk.TransportContext(kind="streamable-http", can_send_request=False, headers=headers)
-        self.message_metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(scope))
-        self.progress_token = _sdk.progress_token_from_params(params)
+        self._transport: _sdk.TransportContext | None = None
+        self._metadata: _sdk.ServerMessageMetadata | None = None
         self.connection: SseConnection | None = None
         self.cancel_scope = anyio.CancelScope()
 
-    # --- DispatchContext ------------------------------------------------------------------------------------
+    # --- DispatchContext (built on first use: the fast path reads none of it) -------------------------------
+    @property
+    def transport(self) -> _sdk.TransportContext:
+        if self._transport is None:
+            headers = Headers(scope=self._scope)
+            self._transport = _sdk.TransportContext(kind="streamable-http", can_send_request=False, headers=headers)
+        return self._transport
+
+    @property
+    def message_metadata(self) -> _sdk.ServerMessageMetadata:
+        if self._metadata is None:
+            self._metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(self._scope))
+        return self._metadata
+
+    @property
+    def progress_token(self) -> str | int | None:
+        return _sdk.progress_token_from_params(self._params)
+
     @property
     def can_send_request(self) -> bool:
         return False
@@ -239,11 +258,15 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
         await _reject(send, message.id, rejection)
         return
     meta = (message.params or {})["_meta"]
-    connection = _sdk.Connection.from_envelope(
-        meta["io.modelcontextprotocol/protocolVersion"],
-        meta.get("io.modelcontextprotocol/clientInfo"),
-        meta["io.modelcontextprotocol/clientCapabilities"],
-    )
+    version: str = meta["io.modelcontextprotocol/protocolVersion"]
+    fast = runtime.fast_path
+    plan = None if fast is None else fast.plan(message.method, message.params, version, True)
+
+    def connection() -> _sdk.Connection:
+        return _sdk.Connection.from_envelope(
+            version, meta.get("io.modelcontextprotocol/clientInfo"), meta["io.modelcontextprotocol/clientCapabilities"]
+        )
+
     exchange = ModernExchange(runtime, scope, receive, send, message.id, message.params, sse_ok)
     exchange.arm()
     response_text: str | None = None
@@ -256,14 +279,29 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     try:
         with exchange.cancel_scope:
             try:
-                result = await _sdk.serve_one(
-                    runtime.server,
-                    exchange,
-                    message.method,
-                    message.params,
-                    connection=connection,
-                    lifespan_state=runtime.lifespan_state,
-                )
+                if plan is not None:
+                    assert fast is not None
+                    result = await fast.serve(
+                        plan,
+                        partial(
+                            _sdk.request_context,
+                            runtime.server,
+                            connection,
+                            runtime.lifespan_state,
+                            exchange,
+                            message.method,
+                            message.params,
+                        ),
+                    )
+                else:
+                    result = await _sdk.serve_one(
+                        runtime.server,
+                        exchange,
+                        message.method,
+                        message.params,
+                        connection=connection(),
+                        lifespan_state=runtime.lifespan_state,
+                    )
                 response_text = _jsonrpc.response_json(message.id, result)
             except Exception as exc:
                 error = _sdk.error_data_for(exc)
@@ -294,11 +332,12 @@ def _ladder(
         resolve_method(message.method, allow_aliases=False)
     except MethodNotFound as exc:  # a seed alias (callTool): name the MCP method to use instead
         return _sdk.InboundLadderRejection(code=exc.jsonrpc_code, message=exc.message, data=message.method)
-    headers = _trimmed_headers(scope)
-    duplicated = _sdk.find_duplicated_routing_header(headers.items())
+    raw = _trimmed_headers(scope)
+    pairs = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in raw]
+    duplicated = _sdk.find_duplicated_routing_header(pairs)
     if duplicated is not None:
         return _sdk.InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
-    verdict = _sdk.classify_inbound_request(decoded, headers=dict(headers.items()))
+    verdict = _sdk.classify_inbound_request(decoded, headers=dict(pairs))
     if isinstance(verdict, _sdk.InboundLadderRejection):
         return verdict
     if message.method != "tools/call":
@@ -307,7 +346,7 @@ def _ladder(
     name, arguments = params.get("name"), params.get("arguments") or {}
     if not isinstance(name, str) or not isinstance(arguments, Mapping):
         return None
-    if not arguments and not any(key.startswith("mcp-param-") for key in headers):
+    if not arguments and not any(key.startswith("mcp-param-") for key, _ in pairs):
         return None
     lookup = runtime.server.get_tool_input_schema
     if lookup is None:
@@ -317,15 +356,41 @@ def _ladder(
     except Exception:
         log.exception("Mcp-Param header validation skipped: get_tool_input_schema raised")
         return None
-    if schema is None:
+    if schema is None or not declares_param_headers(schema):
         return None
-    return _sdk.validate_mcp_param_headers(schema, arguments, headers)
+    return _sdk.validate_mcp_param_headers(schema, arguments, Headers(raw=raw))
 
 
-def _trimmed_headers(scope: Scope) -> Headers:
+def _trimmed_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     """The request headers with optional whitespace around values removed (RFC 9110 §5.5: OWS is not part
     of a field value; httptools keeps trailing whitespace, h11 strips it)."""
-    return Headers(raw=[(key, value.strip(b" \t")) for key, value in scope["headers"]])
+    return [(key, value.strip(b" \t")) for key, value in scope["headers"]]
+
+
+_DECLARES: dict[int, tuple[object, bool]] = {}
+_DECLARES_MAX = 1024
+
+
+def declares_param_headers(schema: object) -> bool:
+    """Whether a tool's input schema has an ``x-mcp-header`` annotation anywhere (spec 2026-07-28
+    basic/transports/streamable-http "Mcp-Param headers"). Without one, ``validate_mcp_param_headers`` checks
+    nothing: it compares only annotated properties. Remembered per schema object."""
+    known = _DECLARES.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    if len(_DECLARES) >= _DECLARES_MAX:
+        _DECLARES.clear()
+    found = _mentions_header_annotation(schema)
+    _DECLARES[id(schema)] = (schema, found)
+    return found
+
+
+def _mentions_header_annotation(node: object) -> bool:
+    if isinstance(node, Mapping):
+        return "x-mcp-header" in node or any(_mentions_header_annotation(value) for value in node.values())
+    if isinstance(node, list | tuple):
+        return any(_mentions_header_annotation(item) for item in node)
+    return False
 
 
 async def _reject(send: Send, request_id: str | int | None, rejection: _sdk.InboundLadderRejection) -> None:

@@ -47,6 +47,7 @@ class SseSession(LiveSession):
             session_id, principal, runtime.server, runtime.lifespan_state, runtime.settings.server_request_timeout_s
         )
         self.stream: SseConnection | None = None
+        self.fast_path = runtime.fast_path
         self._taps = runtime.taps
 
     async def emit(self, message_json: str) -> None:

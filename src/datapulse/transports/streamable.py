@@ -89,6 +89,7 @@ class StreamableSession(LiveSession):
             epoch,
         )
         self._taps = runtime.taps
+        self.fast_path = runtime.fast_path
         self._history_max = runtime.settings.outbound_queue_max_messages
         self.journal = runtime.journal(session_id)
         self._seq = 0
