@@ -98,6 +98,8 @@ class FastPath:
         self._serialize = _sdk.result_serializer(self._server)
         self._chain: list[Any] = []
         self._layers: _Layers | None = None
+        self.served = 0
+        """Requests served on the fast path so far."""
 
     def _current_layers(self) -> _Layers | None:
         chain = self._server.middleware
@@ -162,6 +164,7 @@ class FastPath:
         """
         layers = self._layers
         assert layers is not None
+        self.served += 1
         call: Callable[[], Awaitable[HandlerResult]] = partial(self._handle, plan, layers, context)
         if layers.authorization is not None:
             call = partial(layers.authorization.around, plan.method, plan.params, call)
