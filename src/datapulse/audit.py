@@ -33,6 +33,7 @@ Sink specs (`parse_audit_sinks`): comma-separated ``stdout``, ``file:<path>`` an
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -186,8 +187,9 @@ class FileSink:
     When a write would take the file past ``max_bytes`` bytes, ``path`` is renamed ``path.1`` (``path.1``
     to ``path.2``, ... up to ``path.<backups>``, the oldest dropped) and a new file is started.
 
-    Writes are synchronous: one line into the OS page cache (and a few renames on rotation), short
-    enough to run on the event loop; the file is flushed after each record, not fsynced.
+    Writes are synchronous: one line into the file's buffer (and a few renames on rotation), short enough to run
+    on the event loop. The buffer is flushed to the OS once per turn of the event loop that wrote records (so
+    records written together cost one write call), and on close; it is not fsynced.
 
     Args:
         path: the file; its directory must exist. Opened (and created) here, so a bad path fails at startup.
@@ -213,6 +215,7 @@ class FileSink:
         stream = self._handler.stream
         assert stream is not None  # opened now (delay=False)
         self._size = stream.tell() if self._rotates else 0
+        self._flush_pending = False
 
     async def write(self, record: AuditRecord) -> None:
         line = record.to_json_bytes() + b"\n"
@@ -225,10 +228,23 @@ class FileSink:
         assert stream is not None  # reopened by doRollover (delay=False)
         file = stream.buffer  # bytes straight to the file's buffer (nothing is ever written as text)
         file.write(line)
-        file.flush()
         self._size += size
+        if not self._flush_pending:  # one flush for every record written in this turn of the event loop
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        stream = self._handler.stream
+        if stream is None or stream.closed:
+            return
+        try:
+            stream.buffer.flush()
+        except OSError as exc:
+            logger.warning("audit: flushing %s failed (%s: %s)", self.path, type(exc).__name__, exc)
 
     async def aclose(self) -> None:
+        self._flush()
         self._handler.close()
 
 

@@ -19,6 +19,9 @@ from typing import Any, Literal, Protocol
 
 import anyio
 from anyio import CancelScope
+from starlette.datastructures import Headers
+from starlette.requests import Request as StarletteRequest
+from starlette.types import Scope
 
 from datapulse import _sdk
 from datapulse.sessions.lifecycle import SessionEvent, SessionState, is_open, transition
@@ -60,34 +63,66 @@ class LegacyDispatchContext:
     ``mcp.shared.dispatcher.DispatchContext``.
     """
 
-    __slots__ = ("_cancel", "_emit", "_progress_token", "_session", "message_metadata", "request_id", "transport")
+    __slots__ = (
+        "_can_send",
+        "_cancel",
+        "_emit",
+        "_kind",
+        "_metadata",
+        "_params",
+        "_scope",
+        "_session",
+        "_transport",
+        "request_id",
+    )
 
     def __init__(
         self,
         session: LiveSession,
         request_id: RequestId | None,
         emit: Emit | None,
-        transport: _sdk.TransportContext,
-        metadata: _sdk.ServerMessageMetadata,
-        progress_token: str | int | None,
+        scope: Scope,
+        params: Mapping[str, Any] | None,
+        *,
+        transport_kind: str,
+        can_send_request: bool,
     ) -> None:
         self._session = session
         self._emit = emit
-        self._progress_token = progress_token
+        self._scope = scope
+        self._params = params
+        self._kind = transport_kind
+        self._can_send = can_send_request
         self._cancel: anyio.Event | None = None
+        self._transport: _sdk.TransportContext | None = None
+        self._metadata: _sdk.ServerMessageMetadata | None = None
         self.request_id = request_id
-        self.transport = transport
-        self.message_metadata = metadata
+
+    # built on first use: the fast path (datapulse.fastpath) reads none of them
+    @property
+    def transport(self) -> _sdk.TransportContext:
+        """The handler's view of the HTTP request: transport kind, whether it may send requests, headers."""
+        if self._transport is None:
+            self._transport = _sdk.TransportContext(
+                kind=self._kind, can_send_request=self._can_send, headers=Headers(scope=self._scope)
+            )
+        return self._transport
+
+    @property
+    def message_metadata(self) -> _sdk.ServerMessageMetadata:
+        """The HTTP request as ``ctx.request`` (a Starlette `Request`), as with the SDK's own transports."""
+        if self._metadata is None:
+            self._metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(self._scope))
+        return self._metadata
 
     @property
     def can_send_request(self) -> bool:
-        return self._emit is not None and self.transport.can_send_request
+        return self._emit is not None and self._can_send
 
     def refuse_server_requests(self) -> None:
         """Serve this request under 2026-07-28 rules: no server-to-client requests (MRTR embeds them in results)."""
-        self.transport = _sdk.TransportContext(
-            kind=self.transport.kind, can_send_request=False, headers=self.transport.headers
-        )
+        self._can_send = False
+        self._transport = None
 
     @property
     def cancel_requested(self) -> anyio.Event:
@@ -98,7 +133,7 @@ class LegacyDispatchContext:
     async def send_raw_request(
         self, method: str, params: Mapping[str, Any] | None, opts: _sdk.CallOptions | None = None
     ) -> dict[str, Any]:
-        if self._emit is None or not self.transport.can_send_request:
+        if self._emit is None or not self._can_send:
             raise _sdk.NoBackChannelError(method)
         timeout = (opts or {}).get("timeout")
         return await self._session.send_request(method, params, self._emit, timeout)
@@ -108,8 +143,9 @@ class LegacyDispatchContext:
             await self._emit(notification_json(method, params))
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
-        if self._progress_token is not None:
-            await self.notify("notifications/progress", progress_params(self._progress_token, progress, total, message))
+        token = _sdk.progress_token_from_params(self._params)
+        if token is not None:
+            await self.notify("notifications/progress", progress_params(token, progress, total, message))
 
 
 class _NotifyOnly:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.datastructures import Headers
-from starlette.requests import Request as StarletteRequest
 from starlette.types import Scope
 
-from datapulse import _sdk
 from datapulse.errors import MethodNotFound, Unavailable
 from datapulse.runtime import Runtime
 from datapulse.sessions.live import Emit, LegacyDispatchContext, LiveSession
@@ -31,12 +28,8 @@ def dispatch_context(
     The handler sees the HTTP request as ``ctx.request`` (a Starlette `Request`) and its headers on
     the transport context, as with the SDK's own transports.
     """
-    transport = _sdk.TransportContext(
-        kind=transport_kind, can_send_request=can_send_request, headers=Headers(scope=scope)
-    )
-    metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(scope))
     return LegacyDispatchContext(
-        session, request_id, emit, transport, metadata, _sdk.progress_token_from_params(params)
+        session, request_id, emit, scope, params, transport_kind=transport_kind, can_send_request=can_send_request
     )
 
 
