@@ -9,6 +9,7 @@ from datapulse.transports._sse_codec import (
     SseEvent,
     encode_comment,
     encode_data_event,
+    encode_data_frame,
     encode_event,
     encode_message_event,
     encode_retry,
@@ -42,6 +43,7 @@ def test_fast_path_encoders_match_the_general_encoder() -> None:
     assert encode_message_event('{"a":1}') == encode_event('{"a":1}', event="message")
     assert encode_message_event('{"a":1}', event_id="g.3") == encode_event('{"a":1}', event="message", event_id="g.3")
     assert encode_data_event('{"a":1}', event_id="e.1") == encode_event('{"a":1}', event_id="e.1")
+    assert encode_data_frame('{"a":"é"}'.encode(), "e.2") == encode_event('{"a":"é"}', event_id="e.2")
     assert encode_comment() == b": ping\n\n"
     assert encode_retry(1500) == b"retry: 1500\n\n"
 

@@ -32,10 +32,10 @@ from datapulse.transports._jsonrpc import (
     RequestId,
     Response,
     dumps,
-    error_json,
+    error_object,
     notification_json,
     progress_params,
-    response_json,
+    response_object,
 )
 
 log = logging.getLogger("datapulse.sessions")
@@ -291,14 +291,22 @@ class LiveSession:
     async def handle_request(
         self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None
     ) -> str | None:
-        """Run one request through the SDK kernel and return the JSON-RPC response text.
+        """Run one request through the SDK kernel and return the JSON-RPC response text (`answer`, as compact
+        JSON), or None when the client cancelled the request with ``notifications/cancelled``."""
+        response = await self.answer(dctx, method, params)
+        return None if response is None else dumps(response)
+
+    async def answer(
+        self, dctx: LegacyDispatchContext, method: str, params: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Run one request through the SDK kernel and return the JSON-RPC response object.
 
         A session serves one protocol era, decided by its first request: the ``initialize`` handshake
         (2024-11-05 … 2025-11-25), or — where `dual_era` allows — requests carrying the 2026-07-28
         ``_meta`` envelope, each served as its own stateless exchange (as the SDK's duplex transports do).
 
         Returns:
-            The response (success or error) as compact JSON, or None when the client cancelled the
+            The response (success or error, JSON-RPC 2.0 §5), or None when the client cancelled the
             request with ``notifications/cancelled`` (spec: no response is sent for it).
         """
         request_id = dctx.request_id
@@ -322,11 +330,11 @@ class LiveSession:
                     result = await self._serve_modern(dctx, method, params)
                 else:
                     result = await self._serve(dctx, method, params)
-                return response_json(request_id, result)
+                return response_object(request_id, result)
             return None
         except Exception as exc:
             error = _sdk.error_data_for(exc)
-            return error_json(request_id, error.code, error.message, error.data)
+            return error_object(request_id, error.code, error.message, error.data)
         finally:
             CURRENT_SESSION.reset(current)
             if in_flight.get(request_id) is scope:
@@ -334,15 +342,15 @@ class LiveSession:
             if not in_flight and self.on_idle is not None:
                 self.on_idle()
 
-    def _wrong_era(self, request_id: RequestId, method: str) -> str:
+    def _wrong_era(self, request_id: RequestId, method: str) -> dict[str, Any]:
         if method == "initialize":
-            return error_json(
+            return error_object(
                 request_id,
                 UNSUPPORTED_PROTOCOL_VERSION,
                 "This connection serves the 2026-07-28 protocol; the initialize handshake is not accepted on it",
                 {"supported": list(_sdk.MODERN_PROTOCOL_VERSIONS)},
             )
-        return error_json(
+        return error_object(
             request_id,
             -32600,
             "This session speaks a handshake-era protocol version; requests carrying the 2026-07-28 _meta "

@@ -105,17 +105,27 @@ def dumps(obj: Any) -> str:
     return pydantic_core.to_json(obj).decode()
 
 
+def response_object(request_id: RequestId, result: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-RPC success response (JSON-RPC 2.0 §5)."""
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def error_object(request_id: RequestId | None, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    """A JSON-RPC error response (JSON-RPC 2.0 §5.1; ``id`` is null when the request's id is unknown)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
+
+
 def response_json(request_id: RequestId, result: dict[str, Any]) -> str:
     """The compact JSON text of a JSON-RPC success response."""
-    return dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return dumps(response_object(request_id, result))
 
 
 def error_json(request_id: RequestId | None, code: int, message: str, data: Any = None) -> str:
     """The compact JSON text of a JSON-RPC error response (``id`` is null when the request's id is unknown)."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if data is not None:
-        error["data"] = data
-    return dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
+    return dumps(error_object(request_id, code, message, data))
 
 
 def _short(exc: Exception) -> str:

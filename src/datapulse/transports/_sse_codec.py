@@ -56,6 +56,11 @@ def encode_data_event(json_text: str, *, event_id: str) -> bytes:
     return f"id: {event_id}\ndata: {json_text}\n\n".encode()
 
 
+def encode_data_frame(json_bytes: bytes, event_id: str) -> bytes:
+    """`encode_data_event` for compact JSON already encoded as UTF-8 (one join, no decode and re-encode)."""
+    return b"".join((b"id: ", event_id.encode(), b"\ndata: ", json_bytes, b"\n\n"))
+
+
 def encode_comment(text: str = "ping") -> bytes:
     """Encode an SSE comment line (ignored by clients; used as keepalive)."""
     _check_field("comment", text)

@@ -15,10 +15,12 @@ endpoint: the JSON-RPC response is the HTTP response.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
+import pydantic_core
 from starlette.types import Receive, Scope, Send
 
 from datapulse import _sdk
@@ -48,7 +50,7 @@ from datapulse.transports._http import (
     send_json,
 )
 from datapulse.transports._negotiation import accepts, is_valid_datapulse_session_id, parse_last_event_id
-from datapulse.transports._sse_codec import encode_data_event, encode_event, encode_retry
+from datapulse.transports._sse_codec import encode_data_frame, encode_event, encode_retry
 from datapulse.transports._streaming import end_sse, hold_open, start_sse
 
 log = logging.getLogger("datapulse.transport.api")
@@ -131,8 +133,8 @@ class ApiSession(LiveSession):
         self._accepted = max(0, self._accepted - 1)
         if self._taps.watching(self.id):
             self._taps.record(self.id, "out", event)
-        text = _jsonrpc.dumps(event)
-        await self.events.emit(lambda event_id: encode_data_event(text, event_id=event_id))
+        payload = pydantic_core.to_json(event)
+        await self.events.emit(partial(encode_data_frame, payload))
 
 
 async def _open_or_find(runtime: Runtime, scope: Scope, session_id: str) -> ApiSession:
@@ -261,11 +263,11 @@ async def handle_message(runtime: Runtime, scope: Scope, receive: Receive, send:
     )
     session.activate()
 
-    async def deliver(response_text: str | None) -> None:
-        await session.emit_event(api_result_event(message_type, request_id, response_text))
+    async def deliver(response: dict[str, Any] | None) -> None:
+        await session.emit_event(api_result_event(message_type, request_id, response))
 
     # Handlers begin in acceptance order; results leave in the order they finished (sessions/ordering.py).
-    await deliver_in_order(accepted, lambda: session.handle_request(dctx, method, params), deliver)
+    await deliver_in_order(accepted, lambda: session.answer(dctx, method, params), deliver)
 
 
 async def restore(runtime: Runtime, record: SessionRecord) -> ApiSession:
@@ -334,16 +336,16 @@ def overflow_event(dropped: int) -> bytes:
     return encode_event(text)
 
 
-def api_result_event(message_type: str, request_id: str | int, response_text: str | None) -> dict[str, Any]:
-    """Shape an MCP response as the seed's stream event.
+def api_result_event(message_type: str, request_id: str | int, response: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Shape an MCP response (a JSON-RPC response object, or None for a cancelled request) as the seed's stream
+    event.
 
     ``list_tools`` → ``{"type": "list_tools", "request_id", "data": {"tools": [...]}}``; a tool result
     → ``{"type": "tool_result", "request_id", "data": <structuredContent, or {"content": [...]}>}``;
     a JSON-RPC error or a tool error (``isError``) → ``{"type": "error", "request_id", "error": "..."}``.
     """
-    if response_text is None:
+    if response is None:
         return {"type": "error", "request_id": request_id, "error": "request cancelled"}
-    response = _jsonrpc.loads(response_text.encode())
     if "error" in response:
         return {"type": "error", "request_id": request_id, "error": response["error"].get("message", "error")}
     result: dict[str, Any] = response.get("result", {})
