@@ -25,6 +25,7 @@ from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.prompts.base import AssistantMessage, UserMessage
 from mcp.shared.exceptions import MCPError
+from mcp_types import ElicitRequest, ElicitRequestFormParams, InputRequiredResult
 from pydantic import BaseModel
 
 from datapulse.audit import capture_audit
@@ -84,6 +85,12 @@ def build_server() -> MCPServer[Any]:
     @mcp.tool()
     async def limited() -> str:
         return "counted"
+
+    @mcp.tool(structured_output=False)
+    async def ask() -> InputRequiredResult:  # plain, yet asks for input: the fast path must seal its state
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+        question = ElicitRequest(params=ElicitRequestFormParams(message="Sure?", requested_schema=schema))
+        return InputRequiredResult(input_requests={"confirm": question}, request_state="plain-state")
 
     @mcp.tool()
     async def with_context(message: str, ctx: Context) -> str:
@@ -276,6 +283,29 @@ def test_a_plain_tool_call_is_served_on_the_fast_path_with_the_full_paths_answer
     assert fast == full
     assert fast[0] == 200
     assert json.loads(fast[1])["result"]["content"] == [{"type": "text", "text": "hello"}]
+
+
+def test_a_plain_tool_asking_for_input_gets_its_request_state_sealed_on_the_fast_path(pair: Pair) -> None:
+    fast_path = pair.fast.runtime.fast_path
+    assert fast_path is not None
+    headers = modern_headers("tools/call", "ask", accept=BOTH)
+
+    def call(extra: dict[str, Any]) -> dict[str, Any]:
+        params = modern_params({"name": "ask", **extra})
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params})
+        response = pair.fast_client.post("/mcp", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    before = fast_path.served
+    first = call({})
+    assert fast_path.served == before + 1
+    assert first["result"]["resultType"] == "input_required"
+    sealed = first["result"]["requestState"]
+    assert sealed != "plain-state"  # sealed by the SDK's boundary, as on the full path
+    retry = call({"requestState": sealed, "inputResponses": {"confirm": {"action": "accept", "content": {"ok": True}}}})
+    assert "error" not in retry, retry  # the full path (a requestState to unseal) accepts the fast path's seal
+    assert retry["result"]["resultType"] == "input_required"
 
 
 def test_the_fast_path_serves_plain_items_and_leaves_the_rest_to_the_full_path(pair: Pair) -> None:

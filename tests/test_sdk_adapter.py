@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import mcp_types
 import pytest
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 from datapulse import _sdk
 
@@ -96,3 +96,57 @@ def test_the_sdk_still_words_a_callers_prompt_mistakes_as_the_adapter_expects() 
             anyio.run(server.get_prompt, call, arguments)
         error = _sdk.error_data_for(excinfo.value)
         assert error.code == _sdk.INVALID_PARAMS, str(excinfo.value)
+
+
+def test_the_fast_paths_view_of_an_mcpserver_still_matches_the_sdk() -> None:
+    server: MCPServer[Any] = MCPServer("fast", version="9")
+
+    @server.tool()
+    async def plain(message: str) -> str:
+        return message
+
+    @server.tool()
+    async def needs_context(message: str, ctx: Context) -> str:
+        return message
+
+    @server.prompt()
+    def greet(name: str) -> str:
+        return f"hi {name}"
+
+    @server.resource("res://fixed")
+    def fixed() -> str:
+        return "fixed"
+
+    @server.resource("res://items/{item}")
+    def item(item: str) -> str:
+        return item
+
+    lowlevel = _sdk.lowlevel_server(server)
+    handlers = _sdk.hot_handlers(server)
+    for method, handler in handlers.items():
+        entry = lowlevel.get_request_handler(method)
+        assert entry is not None and entry.handler == handler, method  # the registered handlers are these
+    assert _sdk.plain_tool(server, "plain") and not _sdk.plain_tool(server, "needs_context")
+    assert not _sdk.plain_tool(server, "missing")
+    assert _sdk.plain_prompt(server, "greet") and not _sdk.plain_prompt(server, "missing")
+    assert _sdk.static_resource(server, "res://fixed") and not _sdk.static_resource(server, "res://items/a")
+    chain = {type(member) for member in lowlevel.middleware}
+    assert chain == {_sdk.OpenTelemetryMiddleware, _sdk.RequestStateBoundary}  # MCPServer's built-ins
+
+    result = anyio.run(_sdk.call_plain_tool, server, "plain", {"message": "hi"})
+    serialize = _sdk.result_serializer(lowlevel)
+    assert serialize("tools/call", "2026-07-28", result) == {
+        "content": [{"type": "text", "text": "hi"}],
+        "structuredContent": {"result": "hi"},
+        "isError": False,
+        "resultType": "complete",
+        "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "fast", "version": "9"}},
+    }
+    # the stamp is a fresh dict each time (the SDK's promise: a caller may mutate its response)
+    first, second = (serialize("tools/call", "2026-07-28", result)["_meta"] for _ in range(2))
+    assert first == second and first is not second
+    assert first["io.modelcontextprotocol/serverInfo"] is not second["io.modelcontextprotocol/serverInfo"]
+    failed = anyio.run(_sdk.call_plain_tool, server, "plain", {})
+    assert failed.is_error
+    unknown = anyio.run(_sdk.call_plain_tool, server, "missing", {})
+    assert unknown.is_error and "Unknown tool" in unknown.content[0].text
