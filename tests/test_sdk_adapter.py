@@ -125,11 +125,15 @@ def test_the_fast_paths_view_of_an_mcpserver_still_matches_the_sdk() -> None:
     handlers = _sdk.hot_handlers(server)
     for method, handler in handlers.items():
         entry = lowlevel.get_request_handler(method)
-        assert entry is not None and entry.handler == handler, method  # the registered handlers are these
-    assert _sdk.plain_tool(server, "plain") and not _sdk.plain_tool(server, "needs_context")
+        assert entry is not None, method
+        assert entry.handler == handler, method  # the registered handlers are these
+    assert _sdk.plain_tool(server, "plain")
+    assert not _sdk.plain_tool(server, "needs_context")
     assert not _sdk.plain_tool(server, "missing")
-    assert _sdk.plain_prompt(server, "greet") and not _sdk.plain_prompt(server, "missing")
-    assert _sdk.static_resource(server, "res://fixed") and not _sdk.static_resource(server, "res://items/a")
+    assert _sdk.plain_prompt(server, "greet")
+    assert not _sdk.plain_prompt(server, "missing")
+    assert _sdk.static_resource(server, "res://fixed")
+    assert not _sdk.static_resource(server, "res://items/a")
     chain = {type(member) for member in lowlevel.middleware}
     assert chain == {_sdk.OpenTelemetryMiddleware, _sdk.RequestStateBoundary}  # MCPServer's built-ins
 
@@ -144,9 +148,11 @@ def test_the_fast_paths_view_of_an_mcpserver_still_matches_the_sdk() -> None:
     }
     # the stamp is a fresh dict each time (the SDK's promise: a caller may mutate its response)
     first, second = (serialize("tools/call", "2026-07-28", result)["_meta"] for _ in range(2))
-    assert first == second and first is not second
+    assert first == second
+    assert first is not second
     assert first["io.modelcontextprotocol/serverInfo"] is not second["io.modelcontextprotocol/serverInfo"]
     failed = anyio.run(_sdk.call_plain_tool, server, "plain", {})
     assert failed.is_error
     unknown = anyio.run(_sdk.call_plain_tool, server, "missing", {})
-    assert unknown.is_error and "Unknown tool" in unknown.content[0].text
+    assert unknown.is_error
+    assert "Unknown tool" in unknown.content[0].text
