@@ -155,3 +155,18 @@ async def _record(log: list[str], name: str) -> str:
 
 async def _ignore(_: str) -> None:
     pass
+
+
+async def test_an_order_is_reported_idle_only_when_no_request_holds_a_ticket_of_it() -> None:
+    order = SessionOrder()
+    dropped: list[SessionOrder] = []
+    first, second = Accepted(order, dropped.append), Accepted(order, dropped.append)
+    await deliver_in_order(first, lambda: through_handler(lambda: _value("a")), _ignore)
+    assert dropped == []  # the second still holds its start ticket
+    await deliver_in_order(second, lambda: through_handler(lambda: _value("b")), _ignore)
+    assert dropped == [order]
+    assert order.idle
+
+
+async def _ignore(_value: object) -> None:
+    return None

@@ -13,7 +13,7 @@ from pathlib import Path
 from datapulse import _sdk
 from datapulse.auth.jwt import JwtConfig, JwtVerifier, KeysUnavailable, TokenRejected, VerifiedToken
 from datapulse.auth.principal import Principal
-from datapulse.auth.static import StaticTokenVerifier, access_token_for
+from datapulse.auth.static import StaticTokenVerifier
 from datapulse.config import Settings
 from datapulse.errors import Unauthorized, Unavailable
 
@@ -54,7 +54,7 @@ class Authenticator:
         if self.static is not None:
             principal = self.static.principal_for(token)
             if principal is not None:
-                return principal, access_token_for(principal, token)
+                return principal, self.static.access_token(principal, token)
         if self.jwt is not None and token.count(".") == 2:
             try:
                 verified = await self.jwt.verify(token)

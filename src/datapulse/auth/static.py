@@ -51,6 +51,8 @@ class StaticTokenVerifier:
 
     def __init__(self, tokens: dict[str, str]) -> None:
         self._digests = [(name, hashlib.sha256(token.encode()).digest()) for name, token in tokens.items()]
+        self._principals = {name: Principal(name, unrestricted=True) for name in tokens}
+        self._access_tokens: dict[str, _sdk.AccessToken] = {}
 
     def principal_for(self, token: str) -> Principal | None:
         """The principal owning ``token``, or None."""
@@ -59,12 +61,21 @@ class StaticTokenVerifier:
         for name, expected in self._digests:
             if hmac.compare_digest(digest, expected):
                 found = name
-        return Principal(found, unrestricted=True) if found is not None else None
+        return self._principals[found] if found is not None else None
+
+    def access_token(self, principal: Principal, token: str) -> _sdk.AccessToken:
+        """The SDK `AccessToken` of a verified static token: made once per principal and shared by its requests
+        (a long-lived stream keeps its request's token object for as long as it is open). Its ``iat`` claim is
+        when this process first saw the token."""
+        known = self._access_tokens.get(principal.name)  # a principal's token is fixed: it is this one
+        if known is None:
+            known = self._access_tokens[principal.name] = access_token_for(principal, token)
+        return known
 
     async def verify_token(self, token: str) -> _sdk.AccessToken | None:
         """SDK ``TokenVerifier``: an `AccessToken` for a known token, else None."""
         principal = self.principal_for(token)
-        return None if principal is None else access_token_for(principal, token)
+        return None if principal is None else self.access_token(principal, token)
 
 
 def access_token_for(principal: Principal, token: str) -> _sdk.AccessToken:

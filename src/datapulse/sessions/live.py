@@ -232,10 +232,16 @@ class LiveSession:
     def accept(self) -> Accepted:
         """Place one request in this session's order (before acknowledging it): its handler begins after those
         of the requests accepted before it, and its result leaves in the order handlers finished (see
-        `datapulse.sessions.ordering`; the order is made on first use, so an idle session holds nothing)."""
+        `datapulse.sessions.ordering`; the order is made on first use and dropped when no request holds a ticket of
+        it, so an idle session holds nothing)."""
         if self._order is None:
             self._order = SessionOrder()
-        return Accepted(self._order)
+        return Accepted(self._order, self._drop_order)
+
+    def _drop_order(self, order: SessionOrder) -> None:
+        """Forget an order nobody holds a ticket of (an idle session keeps none; the next request makes one)."""
+        if self._order is order:
+            self._order = None
 
     # --- lifecycle ----------------------------------------------------------------------------------------------
     @property

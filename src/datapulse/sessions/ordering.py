@@ -84,14 +84,21 @@ class SessionOrder:
         self.start = TicketOrder()
         self.finish = TicketOrder()
 
+    @property
+    def idle(self) -> bool:
+        """No ticket of either order is outstanding: a fresh `SessionOrder` would order what comes next alike."""
+        return self.start.pending == 0 and self.finish.pending == 0
+
 
 class Accepted:
     """One accepted request's place in its session's `SessionOrder` (take it before acknowledging the request)."""
 
-    __slots__ = ("finish_ticket", "order", "start_ticket")
+    __slots__ = ("finish_ticket", "on_idle", "order", "start_ticket")
 
-    def __init__(self, order: SessionOrder) -> None:
+    def __init__(self, order: SessionOrder, on_idle: Callable[[SessionOrder], None] | None = None) -> None:
         self.order = order
+        self.on_idle = on_idle
+        """Called with the order when this request ends and leaves it idle (the session may drop it)."""
         self.start_ticket: int | None = order.start.take()
         self.finish_ticket: int | None = None
 
@@ -119,6 +126,9 @@ class Accepted:
         if self.finish_ticket is not None:
             self.order.finish.release(self.finish_ticket)
             self.finish_ticket = None
+        if self.on_idle is not None and self.order.idle:
+            self.on_idle(self.order)
+            self.on_idle = None
 
 
 _CURRENT: ContextVar[Accepted | None] = ContextVar("datapulse_accepted_request", default=None)
