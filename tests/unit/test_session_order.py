@@ -167,6 +167,3 @@ async def test_an_order_is_reported_idle_only_when_no_request_holds_a_ticket_of_
     assert dropped == [order]
     assert order.idle
 
-
-async def _ignore(_value: object) -> None:
-    return None
