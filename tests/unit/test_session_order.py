@@ -166,4 +166,3 @@ async def test_an_order_is_reported_idle_only_when_no_request_holds_a_ticket_of_
     await deliver_in_order(second, lambda: through_handler(lambda: _value("b")), _ignore)
     assert dropped == [order]
     assert order.idle
-
