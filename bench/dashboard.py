@@ -6,17 +6,17 @@ measured in the same run.
 Usage (from the repository root)::
 
     .venv/bin/python -m bench.dashboard                  # full run: 3 rounds x 5 s cells
-    .venv/bin/python -m bench.dashboard --quick          # smoke run (1 round x 2 s cells), < 2 min
-    .venv/bin/python -m bench.dashboard --rounds 5 --duration 8 --json out.json --out report.md
+    .venv/bin/python -m bench.dashboard --quick          # smoke run (1 round x 2 s cells)
+    .venv/bin/python -m bench.dashboard --rounds 5 --duration 8 --json out.json --markdown report.md
 
-Question 1, an idle dashboard: three ``datapulse serve bench.echo_app:app`` processes (static token auth), (A)
-``--dashboard off``, (B) ``--dashboard on`` with nobody looking, (C) ``--dashboard on`` with one "page open": a
-task that signs in once for a dashboard ticket and then, like the page's script, fetches the sessions, stats and
-audit views and waits 2 s after the answers, for as long as question 1 runs. Loads at c=32: DataPulse API
-``call_tool`` (echo) and 2026-07-28 stateless ``/mcp`` tools/call, both from `bench.loadgen.run_cell`.
-Question 2, a watched session: one fresh ``--dashboard on`` process; 8 DataPulse API sessions with known ids,
-each one call at a time, without and with one watcher per session. See the "Dashboard cost" paragraph of
-bench/README.md.
+Question 1 (part ``idle``), an idle dashboard: three ``datapulse serve bench.echo_app:app`` processes as
+`bench.servers` starts them, (A) ``--dashboard off``, (B) ``--dashboard on`` with nobody looking, (C) ``--dashboard
+on`` with one "page open": a task that signs in once for a dashboard ticket and then, like the page's script,
+fetches the sessions, stats and audit views and waits 2 s after the answers, for as long as question 1 runs.
+Loads at c=32: DataPulse API ``call_tool`` (echo) and 2026-07-28 stateless ``/mcp`` tools/call.
+Question 2 (part ``watched``), a watched session: one fresh ``--dashboard on`` process; 8 DataPulse API sessions
+with known ids, each one call at a time, without and with one watcher per session. See the "Dashboard cost"
+paragraph of bench/README.md.
 """
 
 from __future__ import annotations
@@ -25,14 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
-import shlex
-import statistics
 import sys
-import time
-import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,24 +33,11 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/dashboard.py`: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import psutil
-import uvloop
+from bench.harness import Bench, Column, Compare, Defaults, Phase, Runs, Target, extra_median
+from bench.httpclient import HttpConnection, build_request, connect
+from bench.loadgen import CLIENTS, SETUP_TIMEOUT_S, ApiClient, CellResult, Endpoint, gather_limited, run_cell
+from bench.servers import TOKEN, Server, log
 
-from bench.httpclient import HttpConnection, build_request, connect, post_prefix
-from bench.loadgen import (
-    IDS,
-    SETUP_TIMEOUT_S,
-    ApiClient,
-    CallFailed,
-    CellResult,
-    Endpoint,
-    gather_limited,
-    run_cell,
-)
-from bench.run import fmt_ratio, log, other_load, spread
-from bench.servers import REPO, TOKEN, Server, datapulse_argv, pin_client, raise_fd_limit, versions, wait_idle
-
-IDLE_CONCURRENCY = 32
 WATCH_CONCURRENCY = 8
 POLL_INTERVAL_S = 2.0
 """The page's ``POLL_MS``: the next refresh starts 2 s after the previous one answered."""
@@ -65,40 +45,29 @@ POLL_PATHS = ("/dashboard/api/sessions", "/dashboard/api/stats", "/dashboard/api
 """What the "page open" task fetches on each tick (the audit limit is the page's default, 200)."""
 CLOSE_TIMEOUT_S = 10.0
 
-LOADS: dict[str, str] = {
-    "api": "DataPulse API call_tool (echo)",
-    "modern": "/mcp 2026-07-28 stateless tools/call (echo)",
+LOADS = {"api": "DataPulse API call_tool (echo)", "modern": "/mcp 2026-07-28 stateless tools/call (echo)"}
+CONFIGS = {
+    "A": ("off", "--dashboard off (baseline)"),
+    "B": ("on", "--dashboard on, no page open"),
+    "C": ("on", "--dashboard on, one page open"),
 }
-
-
-@dataclass(frozen=True)
-class Config:
-    key: str
-    dashboard: str
-    page_open: bool
-    label: str
-
-
-CONFIGS: dict[str, Config] = {
-    c.key: c
-    for c in (
-        Config("A", "off", False, "A: --dashboard off (baseline)"),
-        Config("B", "on", False, "B: --dashboard on, no page open"),
-        Config("C", "on", True, "C: --dashboard on, one page open"),
-    )
-}
-
-
-# --- processes ----------------------------------------------------------------------------------------------------
-@dataclass
-class DashServer(Server):
-    """``datapulse serve`` as `bench.servers` starts it (token auth, pinned to the server CPU) plus ``--dashboard``."""
-
-    dashboard: str = "on"
-
-    @property
-    def argv(self) -> list[str]:
-        return [*datapulse_argv(self.port), "--dashboard", self.dashboard]
+IDLE_TARGETS = tuple(
+    Target(f"{key}-{load}", f"{key}: {text}; {LOADS[load]}", key, load, ("idle",))
+    for load in LOADS
+    for key, (_state, text) in CONFIGS.items()
+)
+WATCH_TARGETS = (
+    Target("unwatched", "8 API sessions, one call at a time, unwatched (baseline)", "Q2", "api-known", ("watched",)),
+    Target("watched", "the same, one `GET /dashboard/api/watch` reader per session", "Q2", "api-known", ("watched",)),
+)
+COMPARISONS = (
+    *(
+        Compare(f"{LOADS[load]}: {key} ({CONFIGS[key][1]}) ÷ A", f"{key}-{load}", f"A-{load}")
+        for load in LOADS
+        for key in ("B", "C")
+    ),
+    Compare("API sessions: watched ÷ unwatched", "watched", "unwatched"),
+)
 
 
 def endpoint_of(server: Server, credential: str | None = TOKEN) -> Endpoint:
@@ -133,13 +102,17 @@ async def sign_in(server: Server) -> str:
     return ticket
 
 
-async def check_dashboard_state(server: DashServer) -> str:
+async def check_dashboard_state(server: Server) -> str:
     """``GET /dashboard/api/overview`` must answer 200 with the dashboard on and 404 with it off."""
     status, _body = await one_request(endpoint_of(server), "GET", "/dashboard/api/overview")
-    expected = 200 if server.dashboard == "on" else 404
+    expected = 200 if "on" in server.args else 404
     if status != expected:
-        raise RuntimeError(f"--dashboard {server.dashboard}: GET /dashboard/api/overview answered {status}")
+        raise SystemExit(f"{server.name} ({' '.join(server.args)}): GET /dashboard/api/overview answered {status}")
     return f"overview HTTP {status}"
+
+
+def dash_server(name: str, state: str) -> Server:
+    return Server("datapulse", name=name, args=("--dashboard", state))
 
 
 # --- question 1: the "page open" poller ---------------------------------------------------------------------------
@@ -217,159 +190,112 @@ class PagePoller:
             if conn is not None:
                 conn.close()
 
-
-@dataclass
-class IdleCell:
-    config: str
-    load: str
-    cell: CellResult
-    rss: int
-    polls: int = 0
-
-    @property
-    def cpu_per_1k(self) -> float:
-        """Server CPU seconds per 1,000 calls completed in the window."""
-        c = self.cell
-        return c.server_cpu * c.duration_s / c.calls * 1000.0 if c.calls else float("nan")
-
     def summary(self) -> dict[str, Any]:
         return {
-            "config": self.config,
-            "load": self.load,
-            **self.cell.summary(),
-            "server_cpu_s_per_1k_calls": round(self.cpu_per_1k, 4),
-            "rss_mib": round(self.rss / 2**20, 1),
-            "poll_ticks_during_cell": self.polls,
+            "ticks": self.ticks,
+            "requests": self.requests,
+            "bad": self.bad,
+            "sign_ins": self.sign_ins,
+            "max_sessions_listed": self.max_sessions_listed,
+            "errors": self.errors,
         }
 
 
-async def idle_dashboard(args: argparse.Namespace, report: dict[str, Any]) -> dict[tuple[str, str], list[IdleCell]]:
-    servers = {key: DashServer("datapulse", dashboard=cfg.dashboard) for key, cfg in CONFIGS.items()}
-    cells: dict[tuple[str, str], list[IdleCell]] = {(k, load): [] for k in CONFIGS for load in LOADS}
-    poller = PagePoller(servers["C"])
-    poll_task: asyncio.Task[None] | None = None
-    report["q1_servers"] = {}
-    for server in servers.values():
-        server.start()
-    try:
-        for key, server in servers.items():
-            await server.wait_ready()
-            state = await check_dashboard_state(server)
-            report["q1_servers"][key] = {"command": server.command(), "fast_stack": server.fast_stack(), "check": state}
-        everyone: list[Server] = list(servers.values())
-        log("question 1, verify: one client per server and load, every answer checked")
-        for key, server in servers.items():
-            for load in LOADS:
-                cell = await run_cell(load, endpoint_of(server), 1, 0.2)
-                failed = f"  FAILED {cell.errors}" if cell.flagged else ""
-                log(f"  {key} {load:7} {cell.ok} ok / {cell.bad} bad{failed}")
-                if cell.flagged:
-                    raise SystemExit(f"{key}/{load} failed verification: {cell.errors}\n{server.log_tail()}")
-        poll_task = asyncio.create_task(poller.run())
+class RssProbe:
+    """`run_cell`'s ``server_cpu_seconds`` that also samples RSS at its second call (the end of the window)."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.calls = 0
+        self.rss = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls == 2:
+            self.rss = self.server.rss()
+        return self.server.cpu_seconds()
+
+
+class IdlePhase(Phase):
+    """Question 1: A, B, C; C has the page poller running from verification to the end."""
+
+    async def started(self) -> None:
+        for name, server in self.servers.items():
+            self.bench.report["servers"][name]["note"] = await check_dashboard_state(server)
+        self.poller = PagePoller(self.servers["C"]) if "C" in self.servers else None
+        self.poll_task: asyncio.Task[None] | None = None
+
+    async def before_rounds(self) -> None:
+        if self.poller is None:
+            return
+        self.poll_task = asyncio.create_task(self.poller.run())
         await asyncio.sleep(0.5)
-        if poll_task.done():
-            poll_task.result()  # raises what stopped the poller (sign-in refused)
-        if poller.bad:
-            raise SystemExit(f"the page poller got bad answers: {poller.errors}")
-        log(f"  page poller on C: {poller.requests} requests ok; warm-up {args.warmup:g} s per server and load")
-        for warm in everyone:
-            for load in LOADS:
-                await wait_idle(everyone)
-                await run_cell(load, endpoint_of(warm), IDLE_CONCURRENCY, args.warmup)
-        keys = list(CONFIGS)
-        for rnd in range(args.rounds):
-            order = keys[rnd % len(keys) :] + keys[: rnd % len(keys)]
-            loads = list(LOADS) if rnd % 2 == 0 else list(reversed(LOADS))
-            log(f"question 1, round {rnd + 1}/{args.rounds}: order {' '.join(order)}")
-            for load in loads:
-                for key in order:
-                    server = servers[key]
-                    await wait_idle(everyone)
-                    ticks = poller.ticks
-                    cell = await run_cell(
-                        load,
-                        endpoint_of(server),
-                        IDLE_CONCURRENCY,
-                        args.duration,
-                        server_cpu_seconds=server.cpu_seconds,
-                    )
-                    idle = IdleCell(key, load, cell, server.rss(), poller.ticks - ticks if key == "C" else 0)
-                    cells[(key, load)].append(idle)
-                    flag = "  FLAGGED " + "; ".join(cell.errors[:2]) if cell.flagged else ""
-                    log(
-                        f"  {load:7} {key} {cell.rate:8,.0f} calls/s  p50 {cell.percentile(0.5):6.1f}  "
-                        f"p99 {cell.percentile(0.99):6.1f} ms  srv {cell.server_cpu:4.0%}  "
-                        f"{idle.cpu_per_1k:.3f} CPU s/1k  RSS {idle.rss / 2**20:.0f} MiB  "
-                        f"{cell.ok} ok/{cell.bad} bad{flag}"
-                    )
-        if poll_task.done():
-            poll_task.result()
-        return cells
-    finally:
-        if poll_task is not None:
+        if self.poll_task.done():
+            self.poll_task.result()  # raises what stopped the poller (sign-in refused)
+        if self.poller.bad:
+            raise SystemExit(f"the page poller got bad answers: {self.poller.errors}")
+        log(f"  page poller on C: {self.poller.requests} requests ok")
+
+    async def cell(self, target: Target, conc: int, duration_s: float, timed: bool) -> CellResult:
+        ticks = self.poller.ticks if self.poller is not None else 0
+        server = self.servers[target.server]
+        result = await super().cell(target, conc, duration_s, timed)
+        result.extra["rss_mib"] = server.rss() / 2**20
+        if target.server == "C" and self.poller is not None:
+            result.extra["page_polls"] = self.poller.ticks - ticks
+        return result
+
+    async def finished(self) -> None:
+        if self.poll_task is not None and self.poll_task.done():
+            self.poll_task.result()
+
+    async def stopping(self) -> None:
+        poller, task = getattr(self, "poller", None), getattr(self, "poll_task", None)
+        if poller is None:
+            return
+        if task is not None:
             poller.stop()
-            done, _ = await asyncio.wait({poll_task}, timeout=SETUP_TIMEOUT_S + 5)
+            done, _ = await asyncio.wait({task}, timeout=SETUP_TIMEOUT_S + 5)
             if not done:
-                poll_task.cancel()
-                await asyncio.wait({poll_task}, timeout=5)
-            if poll_task.done() and not poll_task.cancelled() and poll_task.exception() is not None:
-                poller.errors.append(f"the poller stopped: {poll_task.exception()!r}")
+                task.cancel()
+                await asyncio.wait({task}, timeout=5)
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                poller.errors.append(f"the poller stopped: {task.exception()!r}")
                 poller.bad += 1
-        report["poller"] = {
-            "ticks": poller.ticks,
-            "requests": poller.requests,
-            "bad": poller.bad,
-            "sign_ins": poller.sign_ins,
-            "max_sessions_listed": poller.max_sessions_listed,
-            "errors": poller.errors,
-        }
-        stop_all(list(servers.values()), report)
-
-
-def stop_all(servers: list[Server], report: dict[str, Any]) -> None:
-    for server in servers:
-        server.stop()
-    for server in servers:
-        if server.log_path is not None and "Traceback" in server.log_tail(200_000):
-            report.setdefault("server_tracebacks", []).append(server.log_tail(3000))
-            log(f"a server logged a traceback: {server.log_path}")
-        server.discard_log()
+        self.bench.report["poller"] = poller.summary()
 
 
 # --- question 2: watched sessions ---------------------------------------------------------------------------------
 class KnownSessionClient(ApiClient):
-    """`ApiClient` with a session id chosen here (so that it can be watched) that counts the calls it sends and
-    ends its session with ``DELETE /events?session_id=``."""
+    """`ApiClient` (its session id is known before setup, so it can be watched) that counts the calls it sends and
+    ends its session with ``DELETE /events?session_id=`` at teardown."""
+
+    kind = "api-known"
 
     def __init__(self, endpoint: Endpoint) -> None:
         super().__init__(endpoint)
-        self.session_id = "dash-bench-" + uuid.uuid4().hex
+        self.session_id = "dash-bench-" + self.session_id
         self.sent = 0
-
-    async def setup(self) -> None:
-        ep = self.endpoint
-        self.stream = await connect(ep.host, ep.port)
-        get = build_request(
-            "GET", f"/events?session_id={self.session_id}", ep.authority, ep.headers(("Accept", "text/event-stream"))
-        )
-        await self.stream.open_stream(get, self._on_event)
-        self.post = await connect(ep.host, ep.port)
-        headers = ep.headers(("Content-Type", "application/json"))
-        self.prefix = post_prefix(f"/message?session_id={self.session_id}", ep.authority, headers)
+        self.close_error: str | None = None
 
     async def call(self, rid: int) -> tuple[bool, float, float]:
         self.sent += 1
         return await super().call(rid)
 
-    async def close_session(self) -> str | None:
-        """End the session; returns an error text, or None when the server answered 200."""
-        try:
-            if self.post is None or self.post.closed:
-                self.post = await connect(self.endpoint.host, self.endpoint.port)
-            status, _ = await get_json(self.post, self.endpoint, "DELETE", f"/events?session_id={self.session_id}")
-        except (ConnectionError, TimeoutError) as exc:
-            return f"DELETE /events: {exc!r}"
-        return None if status == 200 else f"DELETE /events: HTTP {status}"
+    async def teardown(self) -> None:
+        if self.stream is not None:
+            try:
+                if self.post is None or self.post.closed:
+                    self.post = await connect(self.endpoint.host, self.endpoint.port)
+                path = f"/events?session_id={self.session_id}"
+                status, _ = await get_json(self.post, self.endpoint, "DELETE", path)
+                self.close_error = None if status == 200 else f"DELETE /events: HTTP {status}"
+            except (ConnectionError, TimeoutError) as exc:
+                self.close_error = f"DELETE /events: {exc!r}"
+        await super().teardown()
+
+
+CLIENTS[KnownSessionClient.kind] = KnownSessionClient
 
 
 class Watch:
@@ -439,552 +365,175 @@ class Watch:
             self.conn.close()
 
 
-@dataclass
-class WatchCell:
-    watched: bool
-    cell: CellResult
-    rss: int = 0
-    sessions: int = 0
-    expected_frames: int = 0
-    frames: int = 0
-    frames_in: int = 0
-    frames_out: int = 0
-    dropped: int = 0
-    dropped_events: int = 0
-    closed: int = 0
-    watch_errors: list[str] = field(default_factory=list)
+class WatchPhase(Phase):
+    """Question 2: a fresh ``--dashboard on`` server, API sessions unwatched vs watched."""
 
-    @property
-    def cpu_per_1k(self) -> float:
-        c = self.cell
-        return c.server_cpu * c.duration_s / c.calls * 1000.0 if c.calls else float("nan")
+    async def started(self) -> None:
+        server = self.servers["Q2"]
+        self.bench.report["servers"]["Q2"]["note"] = await check_dashboard_state(server)
+        self.ticket = await sign_in(server)
 
-    @property
-    def frames_accounted(self) -> bool:
-        """Every frame the watched sessions produced was seen or reported dropped, and every stream closed."""
-        if not self.watched:
-            return True
-        return (
-            self.frames + self.dropped == self.expected_frames
-            and self.closed == self.sessions
-            and not self.watch_errors
-        )
+    async def cell(self, target: Target, conc: int, duration_s: float, timed: bool) -> CellResult:
+        """`run_cell` with, when watched, one watcher per session opened before the window. Every session is ended
+        (DELETE) at teardown; a watcher must then see ``event: closed``, and its frames seen + dropped must equal
+        2 x the calls its session sent (one ``in`` and one ``out`` frame per call)."""
+        server = self.servers["Q2"]
+        watches: list[Watch] = []
 
-    @property
-    def flagged(self) -> bool:
-        return self.cell.flagged or not self.frames_accounted
+        async def prepare(clients: list[KnownSessionClient]) -> None:
+            if target.key == "watched":
+                watches.extend(Watch(endpoint_of(server, self.ticket), c.session_id) for c in clients)
+                for outcome in await gather_limited([asyncio.wait_for(w.open(), SETUP_TIMEOUT_S) for w in watches], 64):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "watched": self.watched,
-            **self.cell.summary(),
-            "server_cpu_s_per_1k_calls": round(self.cpu_per_1k, 4),
-            "rss_mib": round(self.rss / 2**20, 1),
-            "expected_frames": self.expected_frames,
-            "frames_seen": self.frames,
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "frames_dropped": self.dropped,
-            "dropped_events": self.dropped_events,
-            "closed_events": self.closed,
-            "watch_errors": self.watch_errors[:5],
-        }
-
-
-async def api_sessions_cell(
-    server: Server,
-    ticket: str,
-    concurrency: int,
-    duration_s: float,
-    *,
-    watched: bool,
-    grace_s: float = 15.0,
-) -> WatchCell:
-    """Like `bench.loadgen.run_cell` for the DataPulse API, with session ids known in advance and, when
-    ``watched``, one watcher per session opened before the window. Every session is ended (DELETE) afterwards;
-    a watcher must then see ``event: closed``, and its frames seen + dropped must equal 2 x the calls its
-    session sent (one ``in`` and one ``out`` frame per call)."""
-    ep = endpoint_of(server)
-    clients = [KnownSessionClient(ep) for _ in range(concurrency)]
-    out = WatchCell(watched, CellResult(concurrency, duration_s), sessions=concurrency if watched else 0)
-    result = out.cell
-    watches = [Watch(endpoint_of(server, ticket), c.session_id) for c in clients] if watched else []
-    outcomes = await gather_limited([asyncio.wait_for(c.setup(), SETUP_TIMEOUT_S) for c in clients], 64)
-    if not any(isinstance(o, BaseException) for o in outcomes):
-        outcomes += await gather_limited([asyncio.wait_for(w.open(), SETUP_TIMEOUT_S) for w in watches], 64)
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
-    if failed:
-        result.setup_failed = len(failed)
-        result.errors.append(f"setup: {failed[0]!r}")
-        await finish_api_cell(out, clients, watches)
-        return out
-
-    latencies = result.latencies_ms
-    start = time.perf_counter()
-    end = start + duration_s
-    cpu_start = time.process_time()
-    server_start = server.cpu_seconds()
-    per_cpu_start = psutil.cpu_times(percpu=True)
-
-    async def sample() -> None:
-        await asyncio.sleep(duration_s)
-        result.client_cpu = (time.process_time() - cpu_start) / duration_s
-        result.server_cpu = (server.cpu_seconds() - server_start) / duration_s
-        out.rss = server.rss()
-        for before, after in zip(per_cpu_start, psutil.cpu_times(percpu=True), strict=True):
-            total = sum(after) - sum(before)
-            idle = (after.idle + after.iowait) - (before.idle + before.iowait)
-            result.cpu_busy.append((total - idle) / total if total > 0 else 0.0)
-
-    async def worker(client: KnownSessionClient) -> None:
-        while time.perf_counter() < end:
-            try:
-                ok, latency, completed = await client.call(next(IDS))
-            except (ConnectionError, CallFailed) as exc:
-                result.bad += 1
-                if len(result.errors) < 5:
-                    result.errors.append(f"{type(exc).__name__}: {exc}")
+        async def finish(clients: list[KnownSessionClient], result: CellResult) -> None:
+            for client in clients:
+                if client.close_error is not None:
+                    result.bad += 1
+                    result.errors.append(client.close_error)
+            opened = [w.closed for w in watches if w.closed is not None and w.conn is not None]
+            if opened:
+                await asyncio.wait(opened, timeout=CLOSE_TIMEOUT_S)
+            if not watches:
                 return
-            if ok:
-                result.ok += 1
-            else:
-                result.bad += 1
-            if completed <= end:
-                result.calls += 1
-                latencies.append(latency * 1000.0)
+            problems: list[str] = []
+            closed = sum(1 for w in watches if w.closed is not None and w.closed.done())
+            for watch in watches:
+                problems += watch.errors[:2]
+                if watch.other_events:
+                    problems.append(f"{watch.other_events} unexpected events on a watch stream")
+                watch.close()
+            if closed < len(watches):
+                problems.append(f"{len(watches) - closed} watch stream(s) never sent event: closed")
+            e = result.extra
+            e["expected_frames"] = 2 * sum(c.sent for c in clients)
+            e["frames_seen"] = sum(w.frames for w in watches)
+            e["frames_in"] = sum(w.frames_in for w in watches)
+            e["frames_out"] = sum(w.frames_out for w in watches)
+            e["frames_dropped"] = sum(w.dropped for w in watches)
+            e["dropped_events"] = sum(w.dropped_events for w in watches)
+            e["closed_events"] = closed
+            if e["frames_seen"] + e["frames_dropped"] != e["expected_frames"]:
+                problems.append(f"frames seen + dropped ≠ 2 × calls sent ({e['expected_frames']})")
+            e["watch_errors"] = problems[:5]
+            result.check_failures += len(problems)
+            result.errors += problems[:2]
 
-    sampler = asyncio.create_task(sample())
-    tasks = [asyncio.create_task(worker(c)) for c in clients]
-    _done, pending = await asyncio.wait(tasks, timeout=duration_s + grace_s)
-    for task in pending:
-        task.cancel()
-    result.timeouts = len(pending)
-    await sampler
-    await finish_api_cell(out, clients, watches)
-    return out
-
-
-async def finish_api_cell(out: WatchCell, clients: list[KnownSessionClient], watches: list[Watch]) -> None:
-    """End every session, wait for each watcher's ``closed`` event, count frames, close every connection."""
-    result = out.cell
-    for error in await asyncio.gather(*(c.close_session() for c in clients if c.stream is not None)):
-        if error is not None:
-            result.bad += 1
-            if len(result.errors) < 5:
-                result.errors.append(error)
-    opened = [w for w in watches if w.closed is not None and w.conn is not None]
-    if opened:
-        closed = [w.closed for w in opened if w.closed is not None]
-        _done, _pending = await asyncio.wait(closed, timeout=CLOSE_TIMEOUT_S)
-    out.expected_frames = 2 * sum(c.sent for c in clients) if watches else 0
-    for watch in watches:
-        out.frames += watch.frames
-        out.frames_in += watch.frames_in
-        out.frames_out += watch.frames_out
-        out.dropped += watch.dropped
-        out.dropped_events += watch.dropped_events
-        out.closed += 1 if watch.closed is not None and watch.closed.done() else 0
-        out.watch_errors += watch.errors[:2]
-        if watch.other_events:
-            out.watch_errors.append(f"{watch.other_events} unexpected events on a watch stream")
-        watch.close()
-    if watches and out.closed < len(watches):
-        out.watch_errors.append(f"{len(watches) - out.closed} watch stream(s) never sent event: closed")
-    for client in clients:
-        await client.teardown()
-        result.errors += client.errors[: max(0, 5 - len(result.errors))]
-        result.bad += client.unexpected
-
-
-async def watched_sessions(args: argparse.Namespace, report: dict[str, Any]) -> dict[bool, list[WatchCell]]:
-    server = DashServer("datapulse", dashboard="on")
-    cells: dict[bool, list[WatchCell]] = {False: [], True: []}
-    server.start()
-    try:
-        await server.wait_ready()
-        state = await check_dashboard_state(server)
-        report["q2_server"] = {"command": server.command(), "fast_stack": server.fast_stack(), "check": state}
-        ticket = await sign_in(server)
-        log("question 2, verify: one session unwatched and one watched, every answer and frame checked")
-        for watched in (False, True):
-            cell = await api_sessions_cell(server, ticket, 1, 0.2, watched=watched)
-            log(
-                f"  {'watched' if watched else 'unwatched':9} {cell.cell.ok} ok / {cell.cell.bad} bad, frames "
-                f"{cell.frames}+{cell.dropped} dropped of {cell.expected_frames}"
-            )
-            if cell.flagged:
-                raise SystemExit(f"verification failed: {cell.cell.errors} {cell.watch_errors}\n{server.log_tail()}")
-        for watched in (False, True):
-            await wait_idle([server])
-            await api_sessions_cell(server, ticket, WATCH_CONCURRENCY, args.warmup, watched=watched)
-        for rnd in range(args.rounds):
-            order = [False, True] if rnd % 2 == 0 else [True, False]
-            log(f"question 2, round {rnd + 1}/{args.rounds}: {' '.join('W' if w else 'U' for w in order)}")
-            for watched in order:
-                await wait_idle([server])
-                cell = await api_sessions_cell(server, ticket, WATCH_CONCURRENCY, args.duration, watched=watched)
-                cells[watched].append(cell)
-                c = cell.cell
-                flag = "  FLAGGED " + "; ".join((c.errors + cell.watch_errors)[:2]) if cell.flagged else ""
-                log(
-                    f"  {'watched' if watched else 'unwatched':9} {c.rate:8,.0f} calls/s  p50 {c.percentile(0.5):6.1f}"
-                    f"  p99 {c.percentile(0.99):6.1f} ms  srv {c.server_cpu:4.0%}  {cell.cpu_per_1k:.3f} CPU s/1k  "
-                    f"RSS {cell.rss / 2**20:.0f} MiB  frames {cell.frames:,} + {cell.dropped:,} dropped of "
-                    f"{cell.expected_frames:,}  {c.ok} ok/{c.bad} bad{flag}"
-                )
-        return cells
-    finally:
-        stop_all([server], report)
-
-
-# --- report -------------------------------------------------------------------------------------------------------
-Measured = IdleCell | WatchCell
-Getter = Callable[[Measured], float]
-
-
-def rate_of(x: Measured) -> float:
-    return x.cell.rate
-
-
-def p50_of(x: Measured) -> float:
-    return x.cell.percentile(0.5)
-
-
-def p99_of(x: Measured) -> float:
-    return x.cell.percentile(0.99)
-
-
-def cpu1k_of(x: Measured) -> float:
-    return x.cpu_per_1k
-
-
-def rss_of(x: Measured) -> float:
-    return x.rss / 2**20
-
-
-def per_round(mine: Sequence[Measured], base: Sequence[Measured], get: Getter) -> list[float]:
-    """``get(mine) / get(base)`` for each round (the cells of one round are paired)."""
-    return [get(a) / get(b) for a, b in zip(mine, base, strict=True) if get(b) > 0]
-
-
-def med(cells: Sequence[Measured], get: Getter) -> float:
-    return statistics.median(get(c) for c in cells) if cells else float("nan")
-
-
-def ratio_short(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f}×" if values else "n/a"
-
-
-def machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = os.cpu_count()
-    return f"{platform.platform()}; {cores} cores{f' ({model})' if model else ''}; Python {platform.python_version()}"
-
-
-def okbad(cells: Sequence[Measured]) -> str:
-    bad = sum(c.cell.bad + c.cell.timeouts + c.cell.setup_failed for c in cells)
-    return f"{sum(c.cell.ok for c in cells):,}/{bad}"
-
-
-def q1_table(q1: dict[tuple[str, str], list[IdleCell]]) -> list[str]:
-    lines = [
-        "| load (c=32) | configuration | calls/s [min–max] | ÷A calls/s [min–max] | p50 / p99 ms | ÷A p50 / p99 "
-        "| server CPU s / 1k calls | ÷A | RSS MiB | ÷A | other load CPU0 / CPU1 | ok/bad |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for load, load_label in LOADS.items():
-        base = q1[("A", load)]
-        for key, cfg in CONFIGS.items():
-            runs = q1[(key, load)]
-            if not runs:
-                continue
-            rate, lo, hi = spread([r.cell.rate for r in runs])
-            flag = " ⚠" if any(r.cell.flagged for r in runs) else ""
-            if key == "A":
-                ratio_cols = ["baseline", "—", "—", "—"]
-            else:
-                ratio_cols = [
-                    fmt_ratio(per_round(runs, base, rate_of)),
-                    f"{ratio_short(per_round(runs, base, p50_of))} / {ratio_short(per_round(runs, base, p99_of))}",
-                    ratio_short(per_round(runs, base, cpu1k_of)),
-                    ratio_short(per_round(runs, base, rss_of)),
-                ]
-            lines.append(
-                f"| {load_label} | {cfg.label}{flag} | {rate:,.0f} [{lo:,.0f}–{hi:,.0f}] | {ratio_cols[0]} "
-                f"| {med(runs, p50_of):.1f} / {med(runs, p99_of):.1f} | {ratio_cols[1]} | {med(runs, cpu1k_of):.3f} "
-                f"| {ratio_cols[2]} | {med(runs, rss_of):.0f} | {ratio_cols[3]} | {other_load([r.cell for r in runs])} "
-                f"| {okbad(runs)} |"
-            )
-    return lines
-
-
-def q1_interpretation(q1: dict[tuple[str, str], list[IdleCell]], rounds: int) -> str:
-    parts = []
-    for key in ("B", "C"):
-        figures = []
-        for load in LOADS:
-            runs, base = q1[(key, load)], q1[("A", load)]
-            rates = per_round(runs, base, rate_of)
-            if not rates:
-                continue
-            band = f" [{min(rates):.2f}–{max(rates):.2f}]" if len(rates) > 1 else ""
-            figures.append(
-                f"{load} throughput {ratio_short(rates)}{band}, "
-                f"CPU/1k calls {ratio_short(per_round(runs, base, cpu1k_of))}, "
-                f"RSS {ratio_short(per_round(runs, base, rss_of))}"
-            )
-        parts.append(f"{key}÷A: " + "; ".join(figures))
-    unity = []
-    for key in ("B", "C"):
-        for load in LOADS:
-            rates = per_round(q1[(key, load)], q1[("A", load)], rate_of)
-            if len(rates) > 1:
-                inside = min(rates) <= 1.0 <= max(rates)
-                unity.append(f"{key}/{load} {'includes' if inside else 'excludes'} 1.00")
-    noise = (
-        f" Per-round range of the throughput ratio: {', '.join(unity)}."
-        if unity
-        else f" {rounds} round: no per-round range, so no noise band."
-    )
-    return "**Reading:** " + " | ".join(parts) + "." + noise
-
-
-def q2_table(q2: dict[bool, list[WatchCell]]) -> list[str]:
-    lines = [
-        "| sessions (c=8, one call at a time) | calls/s [min–max] | ÷unwatched calls/s [min–max] | p50 / p99 ms "
-        "| ÷unwatched p50 / p99 | server CPU s / 1k calls | ÷unwatched | RSS MiB (end of window) | ÷unwatched "
-        "| frames seen / dropped / expected | other load CPU0 / CPU1 | ok/bad |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    base = q2[False]
-    for watched in (False, True):
-        runs = q2[watched]
-        if not runs:
-            continue
-        rate, lo, hi = spread([r.cell.rate for r in runs])
-        flag = " ⚠" if any(r.flagged for r in runs) else ""
-        label = "watched: one `GET /dashboard/api/watch` reader per session" if watched else "unwatched (baseline)"
-        if watched:
-            cols = [
-                fmt_ratio(per_round(runs, base, rate_of)),
-                f"{ratio_short(per_round(runs, base, p50_of))} / {ratio_short(per_round(runs, base, p99_of))}",
-                ratio_short(per_round(runs, base, cpu1k_of)),
-                ratio_short(per_round(runs, base, rss_of)),
-            ]
-            frames = (
-                f"{sum(r.frames for r in runs):,} / {sum(r.dropped for r in runs):,} / "
-                f"{sum(r.expected_frames for r in runs):,}"
-            )
-        else:
-            cols = ["baseline", "—", "—", "—"]
-            frames = "—"
-        lines.append(
-            f"| {label}{flag} | {rate:,.0f} [{lo:,.0f}–{hi:,.0f}] | {cols[0]} | {med(runs, p50_of):.1f} / "
-            f"{med(runs, p99_of):.1f} | {cols[1]} | {med(runs, cpu1k_of):.3f} | {cols[2]} "
-            f"| {med(runs, rss_of):.0f} | {cols[3]} "
-            f"| {frames} | {other_load([r.cell for r in runs])} | {okbad(runs)} |"
+        probe = RssProbe(server)
+        result = await run_cell(
+            target.kind,
+            endpoint_of(server),
+            conc,
+            duration_s,
+            server_cpu_seconds=probe,
+            prepare=prepare,
+            finish=finish,
         )
-    return lines
+        result.extra["rss_mib"] = probe.rss / 2**20
+        return result
+
+    def describe(self, cell: CellResult) -> str:
+        e = cell.extra
+        if "expected_frames" not in e:
+            return ""
+        return f"  frames {e['frames_seen']:,} + {e['frames_dropped']:,} dropped of {e['expected_frames']:,}"
 
 
-def q2_interpretation(q2: dict[bool, list[WatchCell]]) -> str:
-    runs, base = q2[True], q2[False]
-    if not runs or not base:
-        return "**Reading:** no cells."
-    rates = per_round(runs, base, rate_of)
-    band = f" [{min(rates):.2f}–{max(rates):.2f}]" if len(rates) > 1 else ""
-    seen = sum(r.frames for r in runs)
-    dropped = sum(r.dropped for r in runs)
-    expected = sum(r.expected_frames for r in runs)
-    accounted = "all accounted for" if seen + dropped == expected else f"{expected - seen - dropped:,} unaccounted"
-    return (
-        f"**Reading:** watched ÷ unwatched: throughput {ratio_short(rates)}{band}, "
-        f"p50 {ratio_short(per_round(runs, base, p50_of))}, p99 {ratio_short(per_round(runs, base, p99_of))}, "
-        f"server CPU per 1k calls {ratio_short(per_round(runs, base, cpu1k_of))}, "
-        f"RSS {ratio_short(per_round(runs, base, rss_of))}; "
-        f"the watchers saw {seen:,} of {expected:,} frames and were told of {dropped:,} dropped ({accounted})."
+FRAME_KEYS = ("frames_seen", "frames_dropped", "expected_frames")
+
+
+def frames(runs: Runs) -> str:
+    if not any("expected_frames" in c.extra for c in runs):
+        return "—"
+    seen, dropped, expected = (sum(c.extra.get(k, 0) for c in runs) for k in FRAME_KEYS)
+    return f"{seen:,} / {dropped:,} / {expected:,}"
+
+
+class Dashboard(Bench):
+    prog = "bench.dashboard"
+    title = "Dashboard cost: same-run benchmark"
+    defaults = Defaults(rounds=3, duration=5.0, warmup=1.0, concurrency="32")
+    quick = Defaults(rounds=1, duration=2.0, warmup=0.3)
+    parts = ("idle", "watched")
+    comparisons = COMPARISONS
+    ours, theirs, ratio_header = "measured", "baseline", "÷baseline"
+    ratio_extras = (("server CPU µs/call", "cpu_per_call_us"), ("RSS", "rss_mib"))
+    columns = (
+        Column("RSS MiB", extra_median("rss_mib", "{:.0f}")),
+        Column("page polls in the window", extra_median("page_polls", "{:.0f}")),
+        Column("frames seen / dropped / expected", frames),
     )
+    order_note = "; the three servers of a load run back to back"
 
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--out", dest="markdown", type=Path, help=argparse.SUPPRESS)  # the former name
 
-def render(
-    args: argparse.Namespace,
-    report: dict[str, Any],
-    q1: dict[tuple[str, str], list[IdleCell]],
-    q2: dict[bool, list[WatchCell]],
-) -> str:
-    v = report["versions"]
-    out = [
-        "# Dashboard cost: same-run benchmark",
-        "",
-        f"* Command: `{report['command']}`",
-        f"* Machine: {report['machine']}",
-        "* Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"* Rounds: {args.rounds} × {args.duration:g} s per cell (warm-up {args.warmup:g} s per server and load, "
-        "not counted); configuration order rotated each round (round 1: A B C), load order alternated; idle wait "
-        "before every cell; every response checked (id, echo text, no error)",
-        f"* Pinning: {report['pinning']} (`taskset -c 0` on every server, as `bench/servers.py` does); "
-        f"fd limit {report['fd_limit']}",
-    ]
-    for key, info in report.get("q1_servers", {}).items():
-        out.append(f"* Server {key}: `{info['command']}` ({info['fast_stack']} loaded; {info['check']})")
-    if "q2_server" in report:
-        info = report["q2_server"]
-        out.append(f"* Question 2 server (fresh): `{info['command']}` ({info['fast_stack']} loaded)")
-    poller = report.get("poller", {})
-    out += [
-        "",
-        "## 1. An idle dashboard (c=32 closed loop; ratios ÷A per round, median over rounds)",
-        "",
-        'C\'s "page open": one keep-alive connection, dashboard ticket from one `POST /dashboard/api/sign-in`; each '
-        f"tick `GET {', '.join(p.removeprefix('/dashboard/api/') for p in POLL_PATHS)}`, then 2 s after the answers, "
-        f"for the whole of question 1: {poller.get('ticks', 0)} ticks, {poller.get('requests', 0)} requests, "
-        f"{poller.get('bad', 0)} bad, {poller.get('sign_ins', 0)} sign-in(s), up to "
-        f"{poller.get('max_sessions_listed', 0)} sessions listed; ticks inside C's cells: "
-        f"{', '.join(str(c.polls) for load in LOADS for c in q1.get(('C', load), []))}.",
-        "",
-        *q1_table(q1),
-        "",
-        q1_interpretation(q1, args.rounds),
-        "",
-        f"## 2. A watched session ({WATCH_CONCURRENCY} DataPulse API sessions; ratios ÷unwatched per round)",
-        "",
-        "Each session: `GET /events?session_id=` held, `POST /message?session_id=` call_tool echo, one call at a "
-        "time; ended with `DELETE /events?session_id=` after the window. Watched: one `GET /dashboard/api/watch` "
-        "reader per session (dashboard ticket), opened before the window; expected frames = 2 × calls sent "
-        "(one `in`, one `out`); seen + dropped must equal expected, and each stream must end with `event: closed`.",
-        "",
-        *q2_table(q2),
-        "",
-        q2_interpretation(q2),
-        "",
-        "## Notes",
-        "",
-        "* The page's own script refreshes only the visible tab's view every 2 s; C fetches three views per tick "
-        "(sessions, stats, audit), so it is heavier than one open page.",
-        "* No audit sink is configured (as in `bench/servers.py`), so the audit view answers `enabled: false` with "
-        "no records: its cost here is that of an empty view.",
-        "* Question 1's API sessions (from `bench.loadgen`) are not ended after their cell; they stay open on every "
-        "server alike (32 per API cell), so the sessions view lists more of them as the run goes on.",
-        "* Server CPU s / 1k calls = server process CPU (user + system, psutil) over the window ÷ calls completed "
-        "in it × 1000; C's includes the page's requests. RSS: question 1 after each cell, question 2 at the end of "
-        "the window (sessions and watchers open). Other load: CPU used by other processes on the server core / "
-        "the client core (the noise on a shared machine).",
-    ]
-    q1_bad = sum(c.cell.bad + c.cell.timeouts + c.cell.setup_failed for runs in q1.values() for c in runs)
-    q2_bad = sum(c.cell.bad + c.cell.timeouts + c.cell.setup_failed for runs in q2.values() for c in runs)
-    q1_ok = sum(c.cell.ok for runs in q1.values() for c in runs)
-    q2_ok = sum(c.cell.ok for runs in q2.values() for c in runs)
-    unaccounted = [c for c in q2[True] if not c.frames_accounted]
-    out += [
-        "",
-        f"Correctness: {q1_ok + q2_ok:,} calls checked ok, {q1_bad + q2_bad} bad; page poller {poller.get('bad', 0)} "
-        f"bad answers; watched cells with frames unaccounted for: {len(unaccounted)}."
-        + (" **⚠ FLAGGED**" if report["flagged"] else ""),
-        f"Wall time: {report['wall_s']:.0f} s.",
-    ]
-    return "\n".join(out)
+    def phases(self) -> list[Phase]:
+        return [
+            IdlePhase(
+                self,
+                IDLE_TARGETS,
+                servers={key: dash_server(key, state) for key, (state, _text) in CONFIGS.items()},
+                blocks=[[f"{key}-{load}" for key in CONFIGS] for load in LOADS],
+                title="question 1, ",
+            ),
+            WatchPhase(
+                self,
+                WATCH_TARGETS,
+                servers={"Q2": dash_server("Q2", "on")},
+                concurrencies=[WATCH_CONCURRENCY],
+                title="question 2, ",
+            ),
+        ]
 
+    def header_lines(self) -> list[str]:
+        poller = self.report.get("poller")
+        lines = [
+            "* Question 1 (`idle`, servers A, B, C; loads at the `--concurrency`): the same server with the "
+            "dashboard off (A, the baseline), on with nobody looking (B), on with one page open (C)."
+        ]
+        if poller:
+            lines.append(
+                '* C\'s "page open": one keep-alive connection, a dashboard ticket from one `POST '
+                "/dashboard/api/sign-in`; each tick `GET "
+                f"{', '.join(p.removeprefix('/dashboard/api/') for p in POLL_PATHS)}`, then 2 s after the answers, "
+                f"for the whole of question 1: {poller['ticks']} ticks, {poller['requests']} requests, "
+                f"{poller['bad']} bad, {poller['sign_ins']} sign-in(s), up to {poller['max_sessions_listed']} "
+                "sessions listed. The page's own script refreshes only the visible tab's view every 2 s, so C is "
+                "an upper bound."
+            )
+        lines += [
+            f"* Question 2 (`watched`, server Q2, fresh; c={WATCH_CONCURRENCY}): DataPulse API sessions "
+            "(`GET /events?session_id=` held, `POST /message?session_id=` call_tool echo, one call at a time, ended "
+            "with `DELETE /events?session_id=` after the window), unwatched vs one `GET /dashboard/api/watch` "
+            "reader per session (dashboard ticket) opened before the window; expected frames = 2 × calls sent; "
+            "seen + dropped must equal expected, and each watch stream must end with `event: closed`.",
+            "* Every server has the audit file sink on (`bench/servers.py`), so the audit view reads real records. "
+            "Question 1's API sessions are not ended after their cell; they stay open on every server alike, so "
+            "the sessions view lists more of them as the run goes on. RSS: question 1 after each cell, question 2 "
+            "at the end of the window (sessions and watchers open). C's server CPU includes the page's requests.",
+        ]
+        return lines
 
-# --- main ---------------------------------------------------------------------------------------------------------
-def python_shown() -> str:
-    """The interpreter as typed from the repository root (``.venv/bin/python``), else its full path."""
-    exe = Path(sys.executable)
-    return str(exe.relative_to(REPO)) if exe.is_relative_to(REPO) else sys.executable
+    def footer_lines(self) -> list[str]:
+        watched = [c for (key, _), runs in self.results.cells.items() if key == "watched" for c in runs]
+        if not watched:
+            return []
+        seen, dropped, expected = (sum(c.extra.get(k, 0) for c in watched) for k in FRAME_KEYS)
+        unaccounted = sum(1 for c in watched if c.check_failures)
+        return [
+            f"Watchers: saw {seen:,} of {expected:,} frames and were told of {dropped:,} dropped; watched cells with "
+            f"frames unaccounted for or a stream not closed: {unaccounted}."
+        ]
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=None, help="measurement rounds (default 3; quick: 1)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per cell (default 5; quick: 2)")
-    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per cell kind (default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run (1 round, 2 s cells), not for conclusions")
-    parser.add_argument("--json", type=Path, default=None, help="also write every raw figure to this JSON file")
-    parser.add_argument("--out", type=Path, default=None, help="also write the markdown report to this file")
-    args = parser.parse_args(argv)
-    args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
-    args.duration = args.duration if args.duration is not None else (2.0 if args.quick else 5.0)
-    args.warmup = args.warmup if args.warmup is not None else (0.3 if args.quick else 1.0)
-    if args.rounds < 1 or args.duration <= 0:
-        parser.error("--rounds must be ≥ 1 and --duration > 0")
-    return args
-
-
-async def main_async(
-    args: argparse.Namespace, report: dict[str, Any]
-) -> tuple[dict[tuple[str, str], list[IdleCell]], dict[bool, list[WatchCell]]]:
-    q1 = await idle_dashboard(args, report)
-    q2 = await watched_sessions(args, report)
-    return q1, q2
+    def problems(self) -> list[str]:
+        poller = self.report.get("poller")
+        return [f"the page poller got bad answers: {poller['errors']}"] if poller and poller["bad"] else []
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    started = time.monotonic()
-    report: dict[str, Any] = {
-        "command": shlex.join([python_shown(), "-m", "bench.dashboard", *(sys.argv[1:] if argv is None else argv)]),
-        "machine": machine(),
-        "versions": versions(),
-        "pinning": pin_client(),
-        "fd_limit": raise_fd_limit()[0],
-        "config": {
-            "rounds": args.rounds,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "idle_concurrency": IDLE_CONCURRENCY,
-            "watch_concurrency": WATCH_CONCURRENCY,
-            "poll_interval_s": POLL_INTERVAL_S,
-            "poll_paths": list(POLL_PATHS),
-        },
-    }
-    q1, q2 = uvloop.run(main_async(args, report))
-    report["wall_s"] = time.monotonic() - started
-    report["flagged"] = (
-        any(c.cell.flagged for runs in q1.values() for c in runs)
-        or any(c.flagged for runs in q2.values() for c in runs)
-        or bool(report.get("poller", {}).get("bad"))
-        or bool(report.get("server_tracebacks"))
-    )
-    text = render(args, report, q1, q2)
-    print(text, flush=True)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    if args.json is not None:
-        report["q1_cells"] = {f"{key}@{load}": [c.summary() for c in runs] for (key, load), runs in q1.items()}
-        report["q1_ratios"] = {
-            f"{key}/A@{load}": {
-                name: per_round(q1[(key, load)], q1[("A", load)], get)
-                for name, get in (
-                    ("calls_per_s", rate_of),
-                    ("p50", p50_of),
-                    ("p99", p99_of),
-                    ("cpu_per_1k", cpu1k_of),
-                    ("rss", rss_of),
-                )
-            }
-            for key in ("B", "C")
-            for load in LOADS
-        }
-        report["q2_cells"] = {("watched" if w else "unwatched"): [c.summary() for c in runs] for w, runs in q2.items()}
-        report["q2_ratios"] = {
-            name: per_round(q2[True], q2[False], get)
-            for name, get in (
-                ("calls_per_s", rate_of),
-                ("p50", p50_of),
-                ("p99", p99_of),
-                ("cpu_per_1k", cpu1k_of),
-                ("rss", rss_of),
-            )
-        }
-        args.json.write_text(json.dumps(report, indent=2, default=str))
-    if report["flagged"]:
-        sys.exit(1)
+    Dashboard.main(argv)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -337,6 +338,10 @@ class ApiClient(StreamClient):
 
     kind = "api"
 
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(endpoint)
+        self.session_id = "bench-" + uuid.uuid4().hex
+
     def _on_event(self, _event: bytes, data: bytes, arrived: float) -> None:
         try:
             msg = json.loads(data)
@@ -346,15 +351,14 @@ class ApiClient(StreamClient):
 
     async def setup(self) -> None:
         ep = self.endpoint
-        session_id = "bench-" + uuid.uuid4().hex
         self.stream = await connect(ep.host, ep.port)
         get = build_request(
-            "GET", f"/events?session_id={session_id}", ep.authority, ep.headers(("Accept", "text/event-stream"))
+            "GET", f"/events?session_id={self.session_id}", ep.authority, ep.headers(("Accept", "text/event-stream"))
         )
         await self.stream.open_stream(get, self._on_event)
         self.post = await connect(ep.host, ep.port)
         headers = ep.headers(("Content-Type", "application/json"))
-        self.prefix = post_prefix(f"/message?session_id={session_id}", ep.authority, headers)
+        self.prefix = post_prefix(f"/message?session_id={self.session_id}", ep.authority, headers)
 
     async def call(self, rid: int) -> tuple[bool, float, float]:
         assert self.post is not None
@@ -413,6 +417,10 @@ class CellResult:
     """Busy fraction of each CPU during the window (all processes: the noise on a shared machine)."""
     errors: list[str] = field(default_factory=list)
     setup_failed: int = 0
+    check_failures: int = 0
+    """Checks beyond the calls' own answers that failed (a benchmark's own checks); any flags the cell."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """A benchmark's own figures for this cell (numbers or lists of numbers), reported by name."""
 
     @property
     def rate(self) -> float:
@@ -426,7 +434,17 @@ class CellResult:
 
     @property
     def flagged(self) -> bool:
-        return self.bad > 0 or self.timeouts > 0 or self.setup_failed > 0 or self.calls == 0
+        return self.bad > 0 or self.timeouts > 0 or self.setup_failed > 0 or self.check_failures > 0 or self.calls == 0
+
+    @property
+    def failed(self) -> int:
+        """Calls answered wrongly, timed out, or clients whose setup failed."""
+        return self.bad + self.timeouts + self.setup_failed
+
+    @property
+    def cpu_per_call_us(self) -> float:
+        """Server CPU over the window per call completed in it, in µs."""
+        return self.server_cpu * self.duration_s / self.calls * 1e6 if self.calls else float("nan")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -443,8 +461,18 @@ class CellResult:
             "client_cpu": round(self.client_cpu, 3),
             "server_cpu": round(self.server_cpu, 3),
             "cpu_busy": [round(b, 3) for b in self.cpu_busy],
+            "check_failures": self.check_failures,
             "errors": self.errors[:5],
+            **{name: _rounded(value) for name, value in self.extra.items()},
         }
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 async def gather_limited(coros: list[Any], limit: int) -> list[Any]:
@@ -467,22 +495,33 @@ async def run_cell(
     server_cpu_seconds: Any = None,
     grace_s: float = 15.0,
     setup_parallel: int = 64,
+    prepare: Callable[[list[Any]], Awaitable[None]] | None = None,
+    finish: Callable[[list[Any], CellResult], Awaitable[None]] | None = None,
 ) -> CellResult:
     """Set up ``concurrency`` clients, run them closed-loop for ``duration_s``, check every answer, tear down.
 
     Throughput and latency count the calls completed inside the window; calls in flight at its end are still
     checked (ok/bad) but not timed. A client whose call does not complete within ``grace_s`` after the window is
-    cancelled and counted as a timeout.
+    cancelled and counted as a timeout. ``server_cpu_seconds`` is called exactly twice, at the start and at the
+    end of the window. ``prepare(clients)`` runs after every client's setup, before the window (an exception
+    counts as a failed setup); ``finish(clients, result)`` runs last, after the clients' teardown.
     """
     cls = CLIENTS[kind]
     clients = [cls(endpoint) for _ in range(concurrency)]
     result = CellResult(concurrency, duration_s)
     outcomes = await gather_limited([asyncio.wait_for(c.setup(), SETUP_TIMEOUT_S) for c in clients], setup_parallel)
     failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if not failed and prepare is not None:
+        try:
+            await prepare(clients)
+        except Exception as exc:  # counted as a failed setup
+            failed = [exc]
     if failed:
         result.setup_failed = len(failed)
         result.errors.append(f"setup: {failed[0]!r}")
         await gather_limited([c.teardown() for c in clients], setup_parallel)
+        if finish is not None:
+            await finish(clients, result)
         return result
 
     latencies = result.latencies_ms
@@ -537,4 +576,6 @@ async def run_cell(
                 result.errors.append(error)
         if isinstance(client, StreamClient) and client.unexpected:
             result.bad += client.unexpected
+    if finish is not None:
+        await finish(clients, result)
     return result

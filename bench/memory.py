@@ -80,6 +80,7 @@ async def idle_session_memory(kind: str, n: int, settle_s: float = 2.0) -> dict[
     finally:
         server.stop()
         server.discard_log()
+        server.remove_audit()
 
 
 async def _health(endpoint: Endpoint) -> Any:
@@ -158,3 +159,4 @@ async def many_sessions(n: int, settle_s: float = 2.0) -> dict[str, Any]:
     finally:
         server.stop()
         server.discard_log()
+        server.remove_audit()

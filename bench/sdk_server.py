@@ -9,7 +9,10 @@ DNS-rebinding check with ``127.0.0.1:*`` allowed, so the bench's ``Host: 127.0.0
 
 Kinds:
     sdk-http       ``streamable_http_app()`` with default settings (``json_response=False``)
-    sdk-http-json  ``streamable_http_app(json_response=True)`` (informative second baseline)
+    sdk-http-json  ``streamable_http_app(json_response=True, stateless_http=True)``: the configuration the issue
+                   names as the SDK's fastest
+    sdk-http-json-sessions  ``streamable_http_app(json_response=True)``: JSON responses with the session manager
+                   kept (2026-07-28 requests carry no session, so it serves them without one either)
     sdk-sse        ``sse_app()`` (2024-11-05 HTTP+SSE)
     ceiling        a bare Starlette JSON-RPC echo route (``POST /rpc``), the client-calibration ceiling
 """
@@ -27,7 +30,7 @@ from starlette.routing import Route
 
 from bench.echo_app import app as mcp_app
 
-KINDS = ("sdk-http", "sdk-http-json", "sdk-sse", "ceiling")
+KINDS = ("sdk-http", "sdk-http-json", "sdk-http-json-sessions", "sdk-sse", "ceiling")
 
 
 async def _rpc(request: Request) -> Response:
@@ -43,6 +46,8 @@ def build(kind: str) -> Starlette:
     if kind == "sdk-http":
         return mcp_app.streamable_http_app()
     if kind == "sdk-http-json":
+        return mcp_app.streamable_http_app(json_response=True, stateless_http=True)
+    if kind == "sdk-http-json-sessions":
         return mcp_app.streamable_http_app(json_response=True)
     if kind == "sdk-sse":
         return mcp_app.sse_app()

@@ -1,14 +1,18 @@
-"""Server processes for the bench: DataPulse via ``datapulse serve``, the SDK apps via ``bench.sdk_server``.
+"""Server processes for the bench: DataPulse via ``datapulse serve``, the SDK apps via ``bench.sdk_server``, and a
+throw-away ``redis-server``.
 
-Every server is a subprocess pinned to CPU 0 with ``taskset -c 0`` (the load client runs in the runner process,
-pinned to CPU 1), started from the repository root so ``bench.echo_app`` imports, with its output in a log file.
+Every server is a subprocess, by default pinned to CPU 0 with ``taskset -c 0`` (the load client runs in the runner
+process, pinned to CPU 1), started from the repository root so ``bench.echo_app`` imports, with its output in a log
+file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 
 import psutil
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -84,15 +89,43 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+def log(message: str) -> None:
+    """Progress goes to stderr (the report goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _hidden(key: str) -> bool:
+    return "TOKEN" in key or key.endswith("_KEYS")
+
+
 @dataclass
 class Server:
-    """One server subprocess. ``kind`` is ``datapulse`` or a `bench.sdk_server` kind."""
+    """One server subprocess. ``kind`` is ``datapulse`` or a `bench.sdk_server` kind.
+
+    CPU figures and the loaded-extension check cover the whole process tree (a ``--workers`` supervisor and its
+    workers, a bridge and its stdio children); `stop` kills a child that outlives its parent by 5 s.
+    """
 
     kind: str
     port: int = field(default_factory=free_port)
+    name: str = ""
+    """Shown in the report and in the log file's name (default: ``kind``)."""
+    cpus: str | None = SERVER_CPU
+    """The ``taskset -c`` CPU list; None: not pinned."""
+    args: tuple[str, ...] = ()
+    """More command-line arguments (after ``datapulse serve ...``)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """More environment variables (token and key values are not shown in the report)."""
+    protections: bool = True
+    """DataPulse: run with `datapulse_env` (scopes, rate limits, audit file); False: the token only."""
+    ready_text: str | None = None
+    """`wait_ready` also waits for this text in the server's output (the banner: ``--workers`` binds first)."""
     proc: subprocess.Popen[bytes] | None = None
     ps: psutil.Process | None = None
     log_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.kind
 
     @property
     def is_datapulse(self) -> bool:
@@ -104,30 +137,45 @@ class Server:
 
     @property
     def argv(self) -> list[str]:
-        return datapulse_argv(self.port) if self.is_datapulse else sdk_argv(self.kind, self.port)
+        if self.is_datapulse:
+            return [*datapulse_argv(self.port), *self.args]
+        return [*sdk_argv(self.kind, self.port), *self.args]
+
+    @property
+    def audit_path(self) -> Path | None:
+        """The audit file this server writes (None: no audit)."""
+        return AUDIT_DIR / f"audit-{self.port}.jsonl" if self.is_datapulse and self.protections else None
+
+    def environment(self) -> dict[str, str]:
+        env = _clean_env()
+        if self.is_datapulse:
+            if self.audit_path is not None:
+                AUDIT_DIR.mkdir(exist_ok=True)
+                env.update(datapulse_env(self.audit_path))
+            else:
+                env["DATAPULSE_TOKEN"] = TOKEN
+        env.update(self.env)
+        return env
 
     def command(self) -> str:
         """The command line as printed in the report (the token value is not shown)."""
-        prefix = ""
-        if self.is_datapulse:
-            shown = {**datapulse_env(AUDIT_DIR / "audit.jsonl"), "DATAPULSE_TOKEN": "***"}
-            prefix = " ".join(f"{key}='{value}'" for key, value in shown.items()) + " "
+        shown = {key: "***" if _hidden(key) else value for key, value in self.environment().items()}
+        shown = {key: value for key, value in shown.items() if key.startswith("DATAPULSE_")}
+        prefix = "".join(f"{key}='{value}' " for key, value in shown.items())
         argv = [Path(self.argv[0]).name if i == 0 else a for i, a in enumerate(self.argv)]
-        if not self.is_datapulse:
+        if argv[0].startswith("python"):
             argv[0] = "python"
-        return f"{prefix}taskset -c {SERVER_CPU} {' '.join(argv)}"
+        pin = f"taskset -c {self.cpus} " if self.cpus else ""
+        return f"{prefix}{pin}{' '.join(argv)}"
 
     def start(self) -> None:
-        env = _clean_env()
-        if self.is_datapulse:
-            AUDIT_DIR.mkdir(exist_ok=True)
-            env.update(datapulse_env(AUDIT_DIR / f"audit-{self.port}.jsonl"))
-        fd, path = tempfile.mkstemp(prefix=f"bench-{self.kind}-", suffix=".log")
+        fd, path = tempfile.mkstemp(prefix=f"bench-{self.name}-", suffix=".log")
         self.log_path = Path(path)
+        pin = ["taskset", "-c", self.cpus] if self.cpus else []
         self.proc = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *self.argv],
+            [*pin, *self.argv],
             cwd=REPO,
-            env=env,
+            env=self.environment(),
             stdout=fd,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -140,31 +188,51 @@ class Server:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: {self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
                 await asyncio.sleep(0.1)
                 continue
             writer.close()
-            return
-        raise RuntimeError(f"{self.kind} did not listen on {self.port} within {timeout_s} s: {self.log_tail()}")
+            if self.ready_text is None or self.ready_text in self.log_tail(1_000_000):
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{self.name} was not ready on {self.port} within {timeout_s} s: {self.log_tail()}")
+
+    def children(self) -> list[psutil.Process]:
+        if self.ps is None:
+            return []
+        try:
+            return list(self.ps.children(recursive=True))
+        except psutil.NoSuchProcess:
+            return []
 
     def stop(self, timeout_s: float = 20.0) -> None:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
+        leftovers = self.children()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        _gone, alive = psutil.wait_procs(leftovers, timeout=5)
+        for child in alive:
+            log(f"{self.name}: child {child.pid} outlived its parent; killing it")
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+    def log_problems(self) -> bool:
+        """Whether the output holds a traceback, an error or a warning."""
+        text = self.log_tail(1_000_000)
+        return any(marker in text for marker in ("Traceback", "ERROR", "WARNING"))
 
     def discard_log(self) -> None:
-        """Delete the log file unless it holds a traceback or an error (then its path is kept for the report)."""
-        text = self.log_tail(1_000_000)
-        if self.log_path is not None and "Traceback" not in text and "ERROR" not in text:
+        """Delete the log file unless it holds a traceback, an error or a warning (then it is kept for the report)."""
+        if self.log_path is not None and not self.log_problems():
             self.log_path.unlink(missing_ok=True)
 
     def log_tail(self, chars: int = 2000) -> str:
@@ -172,10 +240,40 @@ class Server:
             return ""
         return self.log_path.read_text(errors="replace")[-chars:]
 
+    def audit_files(self) -> list[Path]:
+        """The audit file and the files it rotated to (``path.1``, ``path.2``, ...)."""
+        path = self.audit_path
+        if path is None:
+            return []
+        return [file for file in (path, *path.parent.glob(path.name + ".*")) if file.exists()]
+
+    def remove_audit(self) -> int | None:
+        """Count the audit records this server wrote (rotated files included), then delete the files; None: no
+        audit."""
+        if self.audit_path is None:
+            return None
+        total = 0
+        for file in self.audit_files():
+            with file.open("rb") as handle:
+                total += sum(1 for _ in handle)
+            file.unlink(missing_ok=True)
+        return total
+
     def cpu_seconds(self) -> float:
+        """CPU (user + system) of the process, its live descendants and the children it has reaped."""
         assert self.ps is not None
-        times = self.ps.cpu_times()
-        return float(times.user + times.system)
+        try:
+            times = self.ps.cpu_times()
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = times.user + times.system + times.children_user + times.children_system
+        for child in self.children():
+            try:
+                child_times = child.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += child_times.user + child_times.system
+        return float(total)
 
     def rss(self) -> int:
         assert self.ps is not None
@@ -186,11 +284,13 @@ class Server:
         return int(self.ps.num_fds())
 
     def fast_stack(self) -> str:
-        """Whether the uvloop and httptools extension modules are mapped into the server process."""
+        """Whether the uvloop and httptools extension modules are mapped into the server's processes."""
         assert self.ps is not None
-        try:
-            maps = Path(f"/proc/{self.ps.pid}/maps").read_text()
-        except OSError:
+        maps = ""
+        for process in (self.ps, *self.children()):
+            with contextlib.suppress(OSError):
+                maps += Path(f"/proc/{process.pid}/maps").read_text()
+        if not maps:
             return "unknown"
         found = [
             name
@@ -198,6 +298,78 @@ class Server:
             if marker in maps
         ]
         return "+".join(found) if found else "neither"
+
+    def describe(self) -> str:
+        """A note for the report's server line."""
+        return f"{self.fast_stack()} loaded"
+
+
+@dataclass
+class RedisProcess(Server):
+    """A throw-away ``redis-server`` (no persistence) on a free loopback port; `start` returns once it answers."""
+
+    kind: str = "redis"
+    cpus: str | None = None
+    directory: str = ""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def argv(self) -> list[str]:
+        binary = shutil.which("redis-server") or "redis-server"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        return [*argv, "--dir", self.directory] if self.directory else argv
+
+    @property
+    def audit_path(self) -> Path | None:
+        return None
+
+    def command(self) -> str:
+        pin = f"taskset -c {self.cpus} " if self.cpus else ""
+        return f'{pin}redis-server --port {self.port} --bind 127.0.0.1 --save "" --appendonly no'
+
+    def start(self) -> None:
+        if shutil.which("redis-server") is None:
+            raise SystemExit("redis-server is not on PATH")
+        self.directory = tempfile.mkdtemp(prefix="bench-redis-")
+        super().start()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.client.ping():
+                    return
+            except redis.RedisError:
+                assert self.proc is not None
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise SystemExit(f"redis-server did not start: {self.log_tail()}") from None
+                time.sleep(0.05)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.client.close()
+        super().stop(timeout_s)
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def log_problems(self) -> bool:
+        return False
+
+    def counters(self) -> tuple[int, int]:
+        """(commands processed, PUBLISH commands) since start."""
+        stats = self.client.info("commandstats")
+        total = sum(int(v["calls"]) for v in stats.values())
+        return total, int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+    def version(self) -> str:
+        return str(self.client.info("server").get("redis_version", "?"))
+
+    def describe(self) -> str:
+        return f"redis-server {self.version()}"
 
 
 async def wait_idle(
