@@ -25,9 +25,11 @@ from bench.harness import Bench, Column, Compare, Defaults, Phase, Target, Verdi
 from bench.memory import idle_session_memory, many_sessions
 from bench.servers import RedisProcess, Server, log
 
+ON = "(auth, scopes, rate limits, audit on)"
+"""What DataPulse runs with in every cell (`bench.servers.datapulse_env`); the SDK apps run with none of it."""
 TARGETS = (
     Target("ceiling", "CEILING: bare Starlette JSON-RPC route (client calibration)", "ceiling", "ceiling"),
-    Target("dp-modern", "DataPulse /mcp 2026-07-28 stateless (auth, scopes, rate limits, audit on)", "datapulse", "modern", ("modern",)),
+    Target("dp-modern", f"DataPulse /mcp 2026-07-28 stateless {ON}", "datapulse", "modern", ("modern",)),
     Target("sdk-modern", "SDK streamable_http_app() defaults, 2026-07-28", "sdk-http", "modern", ("modern",)),
     Target(
         "sdk-modern-json",
@@ -43,11 +45,11 @@ TARGETS = (
         "modern",
         ("modern",),
     ),
-    Target("dp-session", "DataPulse /mcp 2025-11-25 session (auth, scopes, rate limits, audit on)", "datapulse", "session", ("session",)),
+    Target("dp-session", f"DataPulse /mcp 2025-11-25 session {ON}", "datapulse", "session", ("session",)),
     Target("sdk-session", "SDK streamable_http_app() defaults, 2025-11-25", "sdk-http", "session", ("session",)),
-    Target("dp-sse", "DataPulse /sse 2024-11-05 (auth, scopes, rate limits, audit on)", "datapulse", "sse", ("sse",)),
+    Target("dp-sse", f"DataPulse /sse 2024-11-05 {ON}", "datapulse", "sse", ("sse",)),
     Target("sdk-sse", "SDK sse_app(), 2024-11-05", "sdk-sse", "sse", ("sse", "api")),
-    Target("dp-api", "DataPulse API /events + /message (auth, scopes, rate limits, audit on)", "datapulse", "api", ("api",)),
+    Target("dp-api", f"DataPulse API /events + /message {ON}", "datapulse", "api", ("api",)),
 )
 WORKER_TARGETS = tuple(
     Target(f"dp-w{n}", f"DataPulse /mcp 2026-07-28, serve --workers {n} (unpinned)", f"dp-w{n}", "modern", ("workers",))
