@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -35,6 +36,9 @@ from datapulse.cluster.timed_redis import TimedRedis
 from datapulse.errors import Unavailable
 
 STORE_RETRY_AFTER_S = 2
+MAX_CONNECTIONS = 512
+"""Connections one process may open to Redis (``?max_connections=`` in a plain URL overrides it). Beyond it a
+command waits for a free connection (plain URLs), up to the command timeout."""
 
 
 class StoreUnavailable(Unavailable):
@@ -83,9 +87,13 @@ def connect(url: str, timeout_s: float) -> TimedRedis:
         "decode_responses": False,
     }
     if is_sentinel_url(url):
-        return _connect_sentinel(parse_sentinel_url(url), timeout_s, options)
-    client = TimedRedis.from_url(url, **options)
-    assert isinstance(client, TimedRedis)  # from_url builds an instance of the class it is called on
+        return _connect_sentinel(parse_sentinel_url(url), timeout_s, dict(options, max_connections=MAX_CONNECTIONS))
+    # A blocking pool: a command that finds every connection busy waits (up to timeout_s) for one to be released
+    # instead of failing at once with MaxConnectionsError, which under load turned into 503s above 100 concurrent
+    # requests per process (redis-py's default pool holds 100 and raises). ?max_connections= in the URL wins.
+    pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=timeout_s, **options)
+    client = TimedRedis.from_pool(pool)
+    assert isinstance(client, TimedRedis)  # from_pool builds an instance of the class it is called on
     return client
 
 
