@@ -187,9 +187,10 @@ class FileSink:
     When a write would take the file past ``max_bytes`` bytes, ``path`` is renamed ``path.1`` (``path.1``
     to ``path.2``, ... up to ``path.<backups>``, the oldest dropped) and a new file is started.
 
-    Writes are synchronous: one line into the file's buffer (and a few renames on rotation), short enough to run
-    on the event loop. The buffer is flushed to the OS once per turn of the event loop that wrote records (so
-    records written together cost one write call), and on close; it is not fsynced.
+    Records written in one turn of the event loop are appended together, in one write call of whole lines, at the
+    end of that turn (and on close); the file is not fsynced. Several processes may append to one file (lines never
+    interleave), but each rotates by its own count, so with ``--workers`` prefer one file per process, or the
+    ``redis`` or ``stdout`` sink.
 
     Args:
         path: the file; its directory must exist. Opened (and created) here, so a bad path fails at startup.
@@ -215,33 +216,43 @@ class FileSink:
         stream = self._handler.stream
         assert stream is not None  # opened now (delay=False)
         self._size = stream.tell() if self._rotates else 0
-        self._flush_pending = False
+        self._pending: list[bytes] = []
+        self._failing = False
 
     async def write(self, record: AuditRecord) -> None:
         line = record.to_json_bytes() + b"\n"
         size = len(line)
-        handler = self._handler
         if self._rotates and self._size and self._size + size > self._max_bytes:
-            handler.doRollover()  # the handler's own rotation (renames, then a fresh file)
+            self._flush()  # what is waiting belongs to the file being rotated
+            self._handler.doRollover()  # the handler's own rotation (renames, then a fresh file)
             self._size = 0
-        stream = handler.stream
-        assert stream is not None  # reopened by doRollover (delay=False)
-        file = stream.buffer  # bytes straight to the file's buffer (nothing is ever written as text)
-        file.write(line)
         self._size += size
-        if not self._flush_pending:  # one flush for every record written in this turn of the event loop
-            self._flush_pending = True
+        pending = self._pending
+        pending.append(line)
+        if len(pending) == 1:  # one write for every record of this turn of the event loop
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_pending = False
+        """Append every waiting line in one write call: whole lines only, so processes appending to the same
+        file (``O_APPEND``) never interleave inside a line."""
+        if not self._pending:
+            return
+        data = b"".join(self._pending)
+        self._pending.clear()
         stream = self._handler.stream
         if stream is None or stream.closed:
             return
         try:
+            stream.buffer.write(data)
             stream.buffer.flush()
         except OSError as exc:
-            logger.warning("audit: flushing %s failed (%s: %s)", self.path, type(exc).__name__, exc)
+            level = logging.DEBUG if self._failing else logging.WARNING  # once per failure streak
+            logger.log(level, "audit: writing %s failed (%s: %s); records dropped", self.path, type(exc).__name__, exc)
+            self._failing = True
+            return
+        if self._failing:
+            self._failing = False
+            logger.info("audit: writing %s works again", self.path)
 
     async def aclose(self) -> None:
         self._flush()

@@ -96,7 +96,7 @@ class FastPath:
         self._server = _sdk.lowlevel_server(app)
         self._handlers = _sdk.hot_handlers(app)
         self._serialize = _sdk.result_serializer(self._server)
-        self._chain: list[Any] = []
+        self._chain: list[Any] | None = None  # the chain as last looked at (None: not yet)
         self._layers: _Layers | None = None
         self.served = 0
         """Requests served on the fast path so far."""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from datapulse.audit import (
@@ -235,3 +236,18 @@ def test_sink_specs_parse_into_kind_and_argument(spec: str, expected: list[tuple
 def test_malformed_sink_specs_are_refused_with_a_clear_message(spec: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         parse_audit_sinks(spec)
+
+
+async def test_two_file_sinks_appending_to_one_file_write_whole_lines_and_lose_none(tmp_path: Path) -> None:
+    path = tmp_path / "shared.jsonl"
+    first, second = Auditor([FileSink(str(path), max_bytes=10**9)]), Auditor([FileSink(str(path), max_bytes=10**9)])
+    written = []
+    for n in range(300):  # records of both in every turn of the loop, long enough to span the file buffer
+        written.append(await tool_call(first, {"n": n, "pad": "x" * 200}))
+        written.append(await tool_call(second, {"n": n, "pad": "y" * 200}))
+        if n % 50 == 0:
+            await anyio.lowlevel.checkpoint()  # let the end-of-turn writes happen
+    await first.aclose()
+    await second.aclose()
+    lines = (await anyio.Path(path).read_text("utf-8")).splitlines()
+    assert sorted(lines) == sorted(record.to_json() for record in written)

@@ -55,7 +55,36 @@ CURRENT_SESSION: contextvars.ContextVar[LiveSession | None] = contextvars.Contex
 """The session whose request is being handled (set by `LiveSession.handle_request`)."""
 
 
-class LegacyDispatchContext:
+class HttpRequestViews:
+    """The SDK's views of the HTTP request that carried a message (``transport``, ``message_metadata`` of a
+    ``DispatchContext``), built on first use: the fast path (`datapulse.fastpath`) reads neither. A subclass sets
+    ``_scope``, ``_kind``, ``_can_send`` and ``_transport = _metadata = None``."""
+
+    __slots__ = ("_can_send", "_kind", "_metadata", "_scope", "_transport")
+    _scope: Scope
+    _kind: str
+    _can_send: bool
+    _transport: _sdk.TransportContext | None
+    _metadata: _sdk.ServerMessageMetadata | None
+
+    @property
+    def transport(self) -> _sdk.TransportContext:
+        """The handler's view of the HTTP request: transport kind, whether it may send requests, headers."""
+        if self._transport is None:
+            self._transport = _sdk.TransportContext(
+                kind=self._kind, can_send_request=self._can_send, headers=Headers(scope=self._scope)
+            )
+        return self._transport
+
+    @property
+    def message_metadata(self) -> _sdk.ServerMessageMetadata:
+        """The HTTP request as ``ctx.request`` (a Starlette `Request`), as with the SDK's own transports."""
+        if self._metadata is None:
+            self._metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(self._scope))
+        return self._metadata
+
+
+class LegacyDispatchContext(HttpRequestViews):
     """The SDK `DispatchContext` for one inbound request on a session (2024-11-05 … 2025-11-25 eras).
 
     Request-scoped notifications, progress and server-to-client requests go to ``emit`` (the POST's
@@ -63,18 +92,7 @@ class LegacyDispatchContext:
     ``mcp.shared.dispatcher.DispatchContext``.
     """
 
-    __slots__ = (
-        "_can_send",
-        "_cancel",
-        "_emit",
-        "_kind",
-        "_metadata",
-        "_params",
-        "_scope",
-        "_session",
-        "_transport",
-        "request_id",
-    )
+    __slots__ = ("_cancel", "_emit", "_params", "_session", "request_id")
 
     def __init__(
         self,
@@ -97,23 +115,6 @@ class LegacyDispatchContext:
         self._transport: _sdk.TransportContext | None = None
         self._metadata: _sdk.ServerMessageMetadata | None = None
         self.request_id = request_id
-
-    # built on first use: the fast path (datapulse.fastpath) reads none of them
-    @property
-    def transport(self) -> _sdk.TransportContext:
-        """The handler's view of the HTTP request: transport kind, whether it may send requests, headers."""
-        if self._transport is None:
-            self._transport = _sdk.TransportContext(
-                kind=self._kind, can_send_request=self._can_send, headers=Headers(scope=self._scope)
-            )
-        return self._transport
-
-    @property
-    def message_metadata(self) -> _sdk.ServerMessageMetadata:
-        """The HTTP request as ``ctx.request`` (a Starlette `Request`), as with the SDK's own transports."""
-        if self._metadata is None:
-            self._metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(self._scope))
-        return self._metadata
 
     @property
     def can_send_request(self) -> bool:

@@ -22,7 +22,6 @@ from typing import Any
 
 import anyio
 from starlette.datastructures import Headers
-from starlette.requests import Request as StarletteRequest
 from starlette.types import Receive, Scope, Send
 
 from datapulse import _sdk
@@ -35,6 +34,7 @@ from datapulse.errors import (
     Unavailable,
 )
 from datapulse.runtime import Runtime
+from datapulse.sessions.live import HttpRequestViews
 from datapulse.sessions.streams import SseConnection
 from datapulse.transports import _jsonrpc
 from datapulse.transports._http import SSE_HEADERS, header, read_body, require_json_content_type, send_bytes, send_empty
@@ -47,7 +47,7 @@ WATCH_AFTER_S = 1.0
 """A request still running after this long gets a disconnect watcher (so a closed stream cancels it)."""
 
 
-class ModernExchange:
+class ModernExchange(HttpRequestViews):
     """The SDK `DispatchContext` of one 2026-07-28 request, and its HTTP response.
 
     Notifications commit the response to SSE; server-to-client requests are refused (the era embeds
@@ -57,15 +57,12 @@ class ModernExchange:
     __slots__ = (
         "_cancel",
         "_keepalive_s",
-        "_metadata",
         "_params",
         "_receive",
         "_runtime",
-        "_scope",
         "_send",
         "_sse_ok",
         "_timer",
-        "_transport",
         "_watcher",
         "cancel_scope",
         "connection",
@@ -84,6 +81,8 @@ class ModernExchange:
     ) -> None:
         self._runtime = runtime
         self._scope = scope
+        self._kind = "streamable-http"
+        self._can_send = False
         self._params = params
         self._receive = receive
         self._send = send
@@ -98,20 +97,7 @@ class ModernExchange:
         self.connection: SseConnection | None = None
         self.cancel_scope = anyio.CancelScope()
 
-    # --- DispatchContext (built on first use: the fast path reads none of it) -------------------------------
-    @property
-    def transport(self) -> _sdk.TransportContext:
-        if self._transport is None:
-            headers = Headers(scope=self._scope)
-            self._transport = _sdk.TransportContext(kind="streamable-http", can_send_request=False, headers=headers)
-        return self._transport
-
-    @property
-    def message_metadata(self) -> _sdk.ServerMessageMetadata:
-        if self._metadata is None:
-            self._metadata = _sdk.ServerMessageMetadata(request_context=StarletteRequest(self._scope))
-        return self._metadata
-
+    # --- DispatchContext ------------------------------------------------------------------------------------
     @property
     def progress_token(self) -> str | int | None:
         return _sdk.progress_token_from_params(self._params)
