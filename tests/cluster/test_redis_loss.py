@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import httpx2
 import pytest
 
@@ -90,6 +91,19 @@ def assert_unavailable_naming_redis(response: httpx2.Response) -> None:
     message = response.json()["error"]["message"]
     assert message.startswith("Service Unavailable"), message
     assert "Redis" in message, message
+
+
+async def all_of(*requests: Callable[[], Awaitable[httpx2.Response]]) -> list[httpx2.Response]:
+    """Send ``requests`` side by side; their responses in the same order."""
+    responses: list[httpx2.Response | None] = [None] * len(requests)
+
+    async def one(index: int) -> None:
+        responses[index] = await requests[index]()
+
+    async with anyio.create_task_group() as tasks:
+        for index in range(len(requests)):
+            tasks.start_soon(one, index)
+    return [response for response in responses if response is not None]
 
 
 async def served_by_owner(attempt: Callable[[], Awaitable[httpx2.Response]]) -> httpx2.Response:
@@ -187,22 +201,29 @@ async def test_while_redis_is_unreachable_every_instance_answers_503_naming_redi
             await after_a_beat(redis, node_ids[0])
             await outage.begin(redis)
 
-            for http in (at_owner, elsewhere):
-                not_ready = await http.get("/ready")
+            # The checks below each wait out a Redis timeout (and its one retry): they run side by side, so the
+            # owner's lease still runs when the owner's own requests come (a busy machine ran them in series past it).
+            fresh_api = f"/events?session_id=loss-{secrets.token_hex(6)}"
+            (not_ready_owner, not_ready_other, opening, call, message_elsewhere, events) = await all_of(
+                lambda: at_owner.get("/ready"),
+                lambda: elsewhere.get("/ready"),
+                lambda: elsewhere.post("/mcp", content=initialize_request(), headers=legacy_headers()),
+                lambda: legacy_call(elsewhere, legacy, "tools/call", echo("x"), request_id=2),
+                lambda: elsewhere.post(f"/message?session_id={api}", json=api_message(2)),
+                lambda: elsewhere.get(fresh_api, headers={"Accept": "text/event-stream"}),
+            )
+            for not_ready in (not_ready_owner, not_ready_other):
                 assert not_ready.status_code == 503, not_ready.text
                 assert not_ready.headers["retry-after"] == "1"
                 (problem,) = not_ready.json()["problems"]
                 assert problem.startswith("cluster store (Redis) unreachable"), problem
+            for http in (at_owner, elsewhere):
                 health = await http.get("/health")
                 assert health.status_code == 200, health.text
                 assert health.json()["status"] == "ok"
             # Everything that needs Redis on the instance the client reached is refused, clearly.
-            opening = await elsewhere.post("/mcp", content=initialize_request(), headers=legacy_headers())
-            assert_unavailable_naming_redis(opening)
-            assert_unavailable_naming_redis(await legacy_call(elsewhere, legacy, "tools/call", echo("x"), request_id=2))
-            assert_unavailable_naming_redis(await elsewhere.post(f"/message?session_id={api}", json=api_message(2)))
-            fresh_api = f"/events?session_id=loss-{secrets.token_hex(6)}"
-            assert_unavailable_naming_redis(await elsewhere.get(fresh_api, headers={"Accept": "text/event-stream"}))
+            for refused in (opening, call, message_elsewhere, events):
+                assert_unavailable_naming_redis(refused)
             # The owner keeps serving the sessions it holds (its heartbeat lease runs): a 2025 call is answered, an
             # API message accepted; its result waits for the journal, so no instance could ever hand its id out again.
             local = await served_by_owner(lambda: legacy_call(at_owner, legacy, "tools/call", echo("o"), request_id=3))
