@@ -230,6 +230,9 @@ class _StampedServer:
 
     def __init__(self, server: Server[Any]) -> None:
         self._server = server
+        self._flat: dict[str, Any] | None = None
+        """The dump when it is flat (the server's identity is fixed at construction: decided once)."""
+        self._checked = False
 
     @property
     def cache_hints(self) -> Any:
@@ -237,10 +240,11 @@ class _StampedServer:
 
     @property
     def server_info_stamp(self) -> dict[str, Any]:
-        source: dict[str, Any] = self._server._server_info_stamp_source
-        if all(isinstance(value, str | int | float | bool) or value is None for value in source.values()):
-            return dict(source)
-        return self._server.server_info_stamp
+        if not self._checked:
+            source: dict[str, Any] = self._server._server_info_stamp_source
+            flat = all(isinstance(value, str | int | float | bool) or value is None for value in source.values())
+            self._flat, self._checked = (source if flat else None), True
+        return dict(self._flat) if self._flat is not None else self._server.server_info_stamp
 
 
 def result_serializer(server: Server[Any]) -> Callable[[str, str, Any], dict[str, Any]]:

@@ -322,6 +322,7 @@ class Auditor:
         self, sinks: Sequence[AuditSink], *, node_id: str | None = None, include_arguments: bool = False
     ) -> None:
         self._sinks = tuple(sinks)
+        self._may_suspend = not all(isinstance(sink, StdoutSink | FileSink) for sink in self._sinks)
         self._node_id = node_id
         self._include_arguments = include_arguments
         self._failing: set[int] = set()
@@ -333,7 +334,7 @@ class Auditor:
     def may_suspend(self) -> bool:
         """Whether writing a record can wait (any sink but the file and stdout sinks, which await nothing): callers
         that must not lose a record to a cancellation shield the write only then."""
-        return not all(isinstance(sink, StdoutSink | FileSink) for sink in self._sinks)
+        return self._may_suspend
 
     @property
     def active(self) -> bool:

@@ -44,8 +44,6 @@ HOT_METHODS = frozenset({"tools/call", "tools/list", "resources/read", "prompts/
 """The methods the fast path may serve."""
 
 HandlerResult = Any
-ContextFactory = Callable[[], Any]
-"""Builds the SDK ``ServerRequestContext`` of the request being served (only when one is needed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +85,8 @@ class FastPath:
         app: the SDK `MCPServer` being served.
 
     Use: ``plan = fast.plan(method, params, version, initialized)``; if it is None, take the full path;
-    else ``await fast.serve(plan, context_factory)``, which returns the result dict (the SDK kernel's wire
-    form) or raises what the full path would raise (`MCPError`, or a handler's exception).
+    else ``await fast.serve(plan, dctx, connection, lifespan_state)``, which returns the result dict (the SDK
+    kernel's wire form) or raises what the full path would raise (`MCPError`, or a handler's exception).
     """
 
     def __init__(self, app: _sdk.MCPServer) -> None:
@@ -150,13 +148,18 @@ class FastPath:
             return _sdk.plain_prompt(self._app, item)
         return _sdk.static_resource(self._app, item)
 
-    async def serve(self, plan: Plan, context: ContextFactory) -> dict[str, Any]:
+    async def serve(
+        self, plan: Plan, dctx: Any, connection: Callable[[], _sdk.Connection], lifespan_state: Any
+    ) -> dict[str, Any]:
         """Serve ``plan`` and return its result in the SDK kernel's wire form.
 
         Args:
             plan: from `plan`.
-            context: builds the request's SDK ``ServerRequestContext``; called only if the result carries a
-                ``requestState`` to seal.
+            dctx: the request's SDK ``DispatchContext``; with ``connection`` (which makes or returns the request's
+                SDK ``Connection``) and ``lifespan_state``, used only to build the full request context when the
+                result carries a ``requestState`` to seal.
+            connection: see ``dctx``.
+            lifespan_state: what the server's lifespan yielded.
 
         Raises:
             MCPError: a refusal (scope, rate limit) or the handler's protocol error, as on the full path.
@@ -165,17 +168,22 @@ class FastPath:
         layers = self._layers
         assert layers is not None
         self.served += 1
-        call: Callable[[], Awaitable[HandlerResult]] = partial(self._handle, plan, layers, context)
+        call: Callable[[], Awaitable[HandlerResult]] = partial(
+            self._handle, plan, layers, dctx, connection, lifespan_state
+        )
         if layers.authorization is not None:
             call = partial(layers.authorization.around, plan.method, plan.params, call)
         if layers.observation is not None:
             return cast(dict[str, Any], await layers.observation.around(plan.method, plan.params, call))
         return cast(dict[str, Any], await call())
 
-    async def _handle(self, plan: Plan, layers: _Layers, context: ContextFactory) -> dict[str, Any]:
+    async def _handle(
+        self, plan: Plan, layers: _Layers, dctx: Any, connection: Callable[[], _sdk.Connection], lifespan_state: Any
+    ) -> dict[str, Any]:
         result = await in_turn(partial(self._inner, plan))
         if layers.boundary is not None and _sdk.is_input_required(result) and result.get("requestState") is not None:
-            return cast(dict[str, Any], await layers.boundary(context(), partial(_returning, result)))
+            context = _sdk.request_context(self._server, connection, lifespan_state, dctx, plan.method, plan.params)
+            return cast(dict[str, Any], await layers.boundary(context, partial(_returning, result)))
         return result
 
     async def _inner(self, plan: Plan) -> dict[str, Any]:

@@ -252,7 +252,7 @@ def bind_log_context(**values: str | None) -> Iterator[None]:
     try:
         yield
     finally:
-        _BOUND.reset(token)
+        pop_log_context(token)
 
 
 def _merge_bound(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

@@ -14,7 +14,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -176,7 +175,9 @@ class FastLane(Protocol):
         """The plan to serve one request on the fast path, or None for the full path."""
         ...
 
-    async def serve(self, plan: Any, context: Callable[[], Any]) -> dict[str, Any]:
+    async def serve(
+        self, plan: Any, dctx: Any, connection: Callable[[], _sdk.Connection], lifespan_state: Any
+    ) -> dict[str, Any]:
         """Serve a plan; the result in the SDK kernel's wire form."""
         ...
 
@@ -372,18 +373,7 @@ class LiveSession:
         if fast is not None:
             plan = fast.plan(method, params, connection.protocol_version, connection.initialize_accepted)
             if plan is not None:
-                return await fast.serve(
-                    plan,
-                    partial(
-                        _sdk.request_context,
-                        self.runner.server,
-                        self._connection,
-                        self.runner.lifespan_state,
-                        dctx,
-                        method,
-                        params,
-                    ),
-                )
+                return await fast.serve(plan, dctx, self._connection, self.runner.lifespan_state)
         return await self.runner.on_request(dctx, method, params)
 
     def _connection(self) -> _sdk.Connection:

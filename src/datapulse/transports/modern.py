@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 import anyio
@@ -267,18 +266,7 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
             try:
                 if plan is not None:
                     assert fast is not None
-                    result = await fast.serve(
-                        plan,
-                        partial(
-                            _sdk.request_context,
-                            runtime.server,
-                            connection,
-                            runtime.lifespan_state,
-                            exchange,
-                            message.method,
-                            message.params,
-                        ),
-                    )
+                    result = await fast.serve(plan, exchange, connection, runtime.lifespan_state)
                 else:
                     result = await _sdk.serve_one(
                         runtime.server,
