@@ -43,6 +43,13 @@ def test_the_kernel_signatures_datapulse_calls_are_unchanged() -> None:
     assert {"request_context"} <= set(inspect.signature(_sdk.ServerMessageMetadata).parameters)
 
 
+def test_the_clients_era_negotiation_takes_one_session_and_is_a_coroutine() -> None:
+    # datapulse.bridge.child settles a remote upstream's era with the SDK's own mode="auto" policy
+    # (mcp.client._probe.negotiate_auto: server/discover, then initialize), which has no public name.
+    assert inspect.iscoroutinefunction(_sdk.negotiate_auto)
+    assert list(inspect.signature(_sdk.negotiate_auto).parameters) == ["session"]
+
+
 def test_the_private_lowlevel_server_attribute_still_exists() -> None:
     server = _sdk.MCPServer("probe")
     assert isinstance(_sdk.lowlevel_server(server), _sdk.Server)

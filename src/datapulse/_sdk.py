@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from mcp.client._probe import negotiate_auto
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.auth.middleware.auth_context import auth_context_var
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -81,6 +82,7 @@ __all__ = [
     "hot_handlers",
     "is_input_required",
     "lowlevel_server",
+    "negotiate_auto",
     "plain_prompt",
     "plain_tool",
     "progress_token_from_params",

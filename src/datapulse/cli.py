@@ -215,6 +215,42 @@ _BRIDGE_OPTIONS: dict[str, str] = {
 _FILTER_OPTIONS = ("allow_tools", "deny_tools", "allow_resources", "deny_resources", "allow_prompts", "deny_prompts")
 
 
+def _pool_and_filter_options(command: Any) -> Any:
+    """The options `bridge` and `proxy` share: isolation, start and restart timing, child caps, filters."""
+    for option in reversed(_POOL_AND_FILTER_OPTIONS):
+        command = option(command)
+    return command
+
+
+_POOL_AND_FILTER_OPTIONS: list[Callable[[Any], Any]] = [
+    click.option(
+        "--isolation",
+        type=click.Choice(["per-session", "shared"]),
+        default=None,
+        help="per-session: a child process per MCP session (started lazily); shared: one child for every client "
+        "[default: per-session].",
+    ),
+    click.option("--start-timeout-s", type=float, default=None, help="Time allowed for a child's start [default: 30]."),
+    click.option("--max-children", type=int, default=None, help="per-session: cap on live children [default: 100]."),
+    click.option("--idle-timeout-s", type=float, default=None, help="Stop a child idle this long [default: 600]."),
+    click.option(
+        "--restart-backoff-s",
+        type=float,
+        default=None,
+        help="Delay before restarting a failed child, doubled per failure in a row [default: 0.5].",
+    ),
+    click.option("--max-restart-backoff-s", type=float, default=None, help="Cap on the restart delay [default: 30]."),
+    click.option(
+        "--allow-tools", default=None, metavar="GLOBS", help="Only these tools are exposed (comma-separated)."
+    ),
+    click.option("--deny-tools", default=None, metavar="GLOBS", help="These tools are hidden and refused."),
+    click.option("--allow-resources", default=None, metavar="GLOBS", help="Only these resource URIs are exposed."),
+    click.option("--deny-resources", default=None, metavar="GLOBS", help="These resource URIs are hidden and refused."),
+    click.option("--allow-prompts", default=None, metavar="GLOBS", help="Only these prompts are exposed."),
+    click.option("--deny-prompts", default=None, metavar="GLOBS", help="These prompts are hidden and refused."),
+]
+
+
 @main.command(context_settings={"ignore_unknown_options": False})
 @click.option(
     "--config",
@@ -223,13 +259,6 @@ _FILTER_OPTIONS = ("allow_tools", "deny_tools", "allow_resources", "deny_resourc
     metavar="FILE",
     type=click.Path(dir_okay=False),
     help="A TOML file declaring several bridged servers, each under its own path prefix (instead of a COMMAND).",
-)
-@click.option(
-    "--isolation",
-    type=click.Choice(["per-session", "shared"]),
-    default=None,
-    help="per-session: a child process per MCP session (started lazily); shared: one child for every client "
-    "[default: per-session].",
 )
 @click.option("--env", "env_items", multiple=True, metavar="NAME=VALUE", help="Set a variable in the child.")
 @click.option(
@@ -240,22 +269,7 @@ _FILTER_OPTIONS = ("allow_tools", "deny_tools", "allow_resources", "deny_resourc
     "[default: HOME,LANG,LC_ALL,LOGNAME,PATH,SHELL,TERM,TMPDIR,USER].",
 )
 @click.option("--cwd", default=None, help="The child's working directory.")
-@click.option("--start-timeout-s", type=float, default=None, help="Time allowed for a child's start [default: 30].")
-@click.option("--max-children", type=int, default=None, help="per-session: cap on live children [default: 100].")
-@click.option("--idle-timeout-s", type=float, default=None, help="Stop a child idle this long [default: 600].")
-@click.option(
-    "--restart-backoff-s",
-    type=float,
-    default=None,
-    help="Delay before restarting a failed child, doubled per failure in a row [default: 0.5].",
-)
-@click.option("--max-restart-backoff-s", type=float, default=None, help="Cap on the restart delay [default: 30].")
-@click.option("--allow-tools", default=None, metavar="GLOBS", help="Only these tools are exposed (comma-separated).")
-@click.option("--deny-tools", default=None, metavar="GLOBS", help="These tools are hidden and refused.")
-@click.option("--allow-resources", default=None, metavar="GLOBS", help="Only these resource URIs are exposed.")
-@click.option("--deny-resources", default=None, metavar="GLOBS", help="These resource URIs are hidden and refused.")
-@click.option("--allow-prompts", default=None, metavar="GLOBS", help="Only these prompts are exposed.")
-@click.option("--deny-prompts", default=None, metavar="GLOBS", help="These prompts are hidden and refused.")
+@_pool_and_filter_options
 @click.argument("command", nargs=-1, required=False, type=click.UNPROCESSED)
 @_settings_options
 def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) -> None:
@@ -295,17 +309,103 @@ def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) ->
         raise click.UsageError(_validation_message(exc)) from None
     settings, generated, json_logs = _prepare(options, None)
     try:
-        infos = anyio.run(probe_all, specs)
+        probed = anyio.run(probe_all, specs)
     except BridgeStartError as exc:
         what = f"the bridged server {exc.server!r}" if config_file is not None else "the bridged command"
         raise click.ClickException(f"{what} does not work: {exc.__cause__ or exc}") from None
     if config_file is None:
-        application = _build(settings, json_logs, make=lambda: bridge_app(Bridge(specs[0], infos[0]), settings))
+        info, spec = probed[0]
+        application = _build(settings, json_logs, make=lambda: bridge_app(Bridge(spec, info), settings))
     else:
-        application = _build(settings, json_logs, make=lambda: mounted_bridges(specs, infos, settings))
+        application = _build(settings, json_logs, make=lambda: mounted_bridges(probed, settings))
     from datapulse.server import run
 
     run(application, settings, generated_token=generated)
+
+
+@main.command()
+@click.option(
+    "--upstream-transport",
+    type=click.Choice(["auto", "modern", "streamable-http", "sse"]),
+    default="auto",
+    show_default=True,
+    help="How to reach URL: auto tries 2026-07-28 server/discover, then a 2025 initialize, then a 2024-11-05 "
+    "SSE GET; the others pin one era.",
+)
+@click.option(
+    "--request-timeout-s", type=float, default=None, help="Longest wait for one forwarded answer [default: 300]."
+)
+@click.option("--name", "upstream_name", default=None, help="The upstream's name in logs and metrics [default: host].")
+@_pool_and_filter_options
+@click.argument("url")
+@_settings_options
+def proxy(
+    url: str, upstream_transport: str, request_timeout_s: float | None, upstream_name: str | None, **options: Any
+) -> None:
+    """Serve the remote MCP server at URL on every DataPulse transport:
+
+        datapulse proxy [options] https://mcp.example.com/mcp
+
+    Clients of any era reach it at /mcp (2026-07-28 and 2025 Streamable HTTP), /sse (2024-11-05) and
+    /events + /message, with DataPulse's auth, scopes, limits, metrics and audit; DataPulse talks to the
+    upstream in the era it speaks, found at start. Each client session gets its own upstream session
+    (--isolation per-session, the default) unless the upstream is 2026-07-28, which has none.
+    """
+    from datapulse.bridge.host import BridgeStartError, bridge_app, probe_all
+    from datapulse.bridge.proxy import Bridge
+    from datapulse.config import ConfigurationError
+
+    ours = {key: options.pop(key) for key in [*_BRIDGE_OPTIONS, *_FILTER_OPTIONS] if key in options}
+    if options.get("workers") not in (None, 1):
+        raise click.UsageError("--workers: datapulse proxy serves from one process; it applies to datapulse serve")
+    try:
+        spec = _url_server(url, upstream_name, upstream_transport, request_timeout_s, ours)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ValidationError as exc:
+        raise click.UsageError(_validation_message(exc)) from None
+    settings, generated, json_logs = _prepare(options, None)
+    try:
+        ((info, settled),) = anyio.run(probe_all, [spec])
+    except BridgeStartError as exc:
+        raise click.ClickException(f"the upstream server does not work: {exc.__cause__ or exc}") from None
+    application = _build(settings, json_logs, make=lambda: bridge_app(Bridge(settled, info), settings))
+    from datapulse.server import run
+
+    run(application, settings, generated_token=generated)
+
+
+def _url_server(
+    url: str, name: str | None, transport: str, request_timeout_s: float | None, options: dict[str, Any]
+) -> BridgedServer:
+    """The `BridgedServer` of ``datapulse proxy [options] URL``; options left None take the defaults.
+
+    Raises:
+        ConfigurationError, ValidationError: an option's value is invalid.
+    """
+    from urllib.parse import urlsplit
+
+    from datapulse.bridge.config import BridgedServer
+
+    fields = _pool_and_filter_fields(options)
+    fields["transport"] = transport
+    if request_timeout_s is not None:
+        fields["request_timeout_s"] = request_timeout_s
+    host = urlsplit(url).hostname or "upstream"
+    return BridgedServer(name=name or _server_name(host), url=url, **fields)
+
+
+def _pool_and_filter_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """`BridgedServer` fields from the options of `_pool_and_filter_options` that were given."""
+    from datapulse.bridge.filters import NameFilter, parse_patterns
+
+    fields: dict[str, Any] = {
+        field: options[key] for key, field in _BRIDGE_OPTIONS.items() if options.get(key) not in (None, ())
+    }
+    for kind in ("tools", "resources", "prompts"):
+        allow, deny = parse_patterns(options.get(f"allow_{kind}")), parse_patterns(options.get(f"deny_{kind}"))
+        fields[kind] = NameFilter(allow, deny)
+    return fields
 
 
 def _command_server(command: tuple[str, ...], options: dict[str, Any]) -> BridgedServer:
@@ -316,13 +416,9 @@ def _command_server(command: tuple[str, ...], options: dict[str, Any]) -> Bridge
     """
     from datapulse.bridge.config import BridgedServer
     from datapulse.bridge.environment import parse_env_assignments
-    from datapulse.bridge.filters import NameFilter, parse_patterns
 
-    fields: dict[str, Any] = {field: options[key] for key, field in _BRIDGE_OPTIONS.items() if options[key] is not None}
+    fields = _pool_and_filter_fields(options)
     fields["env"] = parse_env_assignments(options["env_items"])
-    for kind in ("tools", "resources", "prompts"):
-        allow, deny = parse_patterns(options[f"allow_{kind}"]), parse_patterns(options[f"deny_{kind}"])
-        fields[kind] = NameFilter(allow, deny)
     return BridgedServer(name=_server_name(command[0]), command=command[0], args=tuple(command[1:]), **fields)
 
 

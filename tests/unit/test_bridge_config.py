@@ -38,7 +38,7 @@ def load_error(tmp_path: Path, text: str) -> str:
 def test_the_docstring_example_loads_as_documented(tmp_path: Path) -> None:
     assert config_module.__doc__ is not None
     example = config_module.__doc__.split("Example bridge file::\n")[1].split("\nEvery key")[0]
-    github, files = load(tmp_path, example)
+    github, files, search = load(tmp_path, example)
     assert (github.name, github.command, github.args) == (
         "github",
         "npx",
@@ -56,6 +56,8 @@ def test_the_docstring_example_loads_as_documented(tmp_path: Path) -> None:
     assert not files.filters.permits("resource", "file:///srv/data/private/a.md")
     assert github.start_timeout_s == files.start_timeout_s == 20.0  # from [defaults]
     assert github.idle_timeout_s == files.idle_timeout_s == 300.0
+    assert (search.url, search.command, search.transport) == ("https://search.example.com/mcp", None, "auto")
+    assert (search.path, search.request_timeout_s, search.remote) == ("/search", 60.0, True)
 
 
 def test_a_server_with_only_a_command_gets_every_default(tmp_path: Path) -> None:
@@ -215,7 +217,13 @@ def test_an_unknown_key_is_rejected_by_its_full_name(tmp_path: Path, text: str, 
             GITHUB + "restart_backoff_s = 5\nmax_restart_backoff_s = 1\n",
             "servers.github: max_restart_backoff_s (1) must be at least restart_backoff_s (5)",
         ),
-        ('[servers.github]\nargs = ["x"]\n', "servers.github.command: Field required"),
+        ('[servers.github]\nargs = ["x"]\n', "servers.github: give exactly one of command"),
+        ('[servers.github]\ncommand = "x"\nurl = "http://h/mcp"\n', "servers.github: give exactly one of command"),
+        ('[servers.github]\nurl = "ftp://h/mcp"\n', "servers.github.url: url 'ftp://h/mcp' must be an http://"),
+        ('[servers.github]\nurl = "http://u:p@h/mcp"\n', "servers.github.url: url must not carry credentials"),
+        ('[servers.github]\nurl = "http://h/mcp"\nargs = ["x"]\n', "servers.github: args apply to a command"),
+        ('[servers.github]\ncommand = "x"\ntransport = "sse"\n', "servers.github: transport applies to a url"),
+        ('[servers.github]\nurl = "http://h/mcp"\ntransport = "h3"\n', "servers.github.transport: Input should be"),
         ('[servers.github]\ncommand = "  "\n', "servers.github.command: command must not be empty"),
         (GITHUB + 'args = "-y server"\n', "servers.github.args: Input should be a valid tuple"),
         (GITHUB + "args = [1]\n", "servers.github.args.0: Input should be a valid string"),
@@ -256,7 +264,7 @@ def test_an_error_message_never_contains_an_env_value(tmp_path: Path) -> None:
         ("servers = {}\n", "no [servers.NAME] table"),
         ("servers = 1\n", "no [servers.NAME] table"),
         ("defaults = 1\n" + GITHUB, "defaults: expected a table"),
-        ("[servers]\ngithub = 1\n", "servers.github: expected a table ([servers.github]) with at least a command"),
+        ("[servers]\ngithub = 1\n", "servers.github: expected a table ([servers.github]) with a command or a url"),
     ],
 )
 def test_a_file_without_server_tables_is_rejected(tmp_path: Path, text: str, message: str) -> None:

@@ -19,18 +19,22 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 from contextlib import AsyncExitStack, suppress
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import anyio
+import httpx2
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import stdio_client
 from mcp.shared.message import SessionMessage
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from datapulse import _sdk
+from datapulse.bridge import upstream
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.environment import child_environment
 from datapulse.logs import detach_log_context
@@ -91,6 +95,7 @@ class Child:
         *,
         client_requests: ClientRequests | None = None,
         on_exit: Callable[[Child], None] | None = None,
+        upstream_auth: tuple[Mapping[str, str], httpx2.Auth | None] = ({}, None),
     ) -> None:
         self.spec = spec
         self.label = label
@@ -107,6 +112,12 @@ class Child:
         self.started_at = 0.0
         self.context: list[Any] = []
         self.key = ""
+        self.upstream_auth = upstream_auth
+        self.transport = "stdio"
+        self.denied_status: int | None = None
+        self._kind = ""
+        self._ended: anyio.Event | None = None
+        self._tasks_of_connection: TaskGroup | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------------
 
@@ -125,7 +136,7 @@ class Child:
             cause = _leaf(exc)
             if isinstance(cause, ChildStartError):
                 raise cause from None
-            raise ChildStartError(f"{self.label}: could not start {self.spec.command!r}: {cause}") from exc
+            raise ChildStartError(f"{self.label}: could not start {self.spec.target!r}: {cause}") from exc
         return result
 
     async def stop(self) -> None:
@@ -145,58 +156,127 @@ class Child:
 
     async def _serve(self, task_status: anyio.abc.TaskStatus[types.InitializeResult]) -> None:
         spec = self.spec
-        env = child_environment(spec.env_allow, spec.env, os.environ)
-        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd)
-        stderr_read, stderr_write = os.pipe()
+        attempts = upstream.candidates(spec.transport) if spec.remote else ("stdio",)
+        failures: list[str] = []
         async with AsyncExitStack() as stack:
-            errlog = os.fdopen(stderr_write, "w")
-            stack.callback(_close_quietly, errlog)
-            reader = os.fdopen(stderr_read, "rb", buffering=0)
-            stack.callback(_close_quietly, reader)
-            try:
-                read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
-            except OSError as exc:
-                raise ChildStartError(f"{self.label}: cannot run {spec.command!r}: {exc}") from exc
-            errlog.close()  # the child holds its own copy of the write end
-            tasks = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tasks.cancel_scope.cancel)  # runs before the task group exits (LIFO)
-            tasks.start_soon(self._log_stderr, reader)
-            pumped_send, pumped_receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
-            ended = anyio.Event()
-            tasks.start_soon(self._pump, read, pumped_send, ended)
-            session = await stack.enter_async_context(
-                ClientSession(
-                    pumped_receive,
-                    write,
-                    sampling_callback=self._sampling,
-                    elicitation_callback=self._elicitation,
-                    list_roots_callback=self._list_roots,
-                    logging_callback=self._logging,
-                    message_handler=self._notified,
-                    client_info=types.Implementation(name="datapulse-bridge", version="1"),
-                )
-            )
-            try:
-                with anyio.fail_after(spec.start_timeout_s):
-                    result = await session.initialize()
-            except TimeoutError:
+            for kind in attempts:
+                async with AsyncExitStack() as attempt:
+                    try:
+                        session, ended = await self._connect(attempt, kind)
+                    except ChildStartError as exc:
+                        if kind == "stdio" or isinstance(exc.__cause__, httpx2.TransportError):
+                            raise  # unreachable, or the command cannot run: another era would not help
+                        failures.append(f"{_KIND_NAMES[kind]}: {exc}")
+                        continue
+                    stack.push_async_exit(attempt.pop_all())
+                    break
+            else:
+                raise ChildStartError(f"{self.label}: {spec.target} does not speak MCP here: " + "; ".join(failures))
+            result = _initialize_result(session, spec.name)
+            self.transport = _resolved(kind, session.protocol_version)
+            if spec.transport == "modern" and self.transport != "modern":
                 raise ChildStartError(
-                    f"{self.label}: {spec.command!r} did not answer initialize within {spec.start_timeout_s:g} s"
-                ) from None
-            except Exception as exc:
-                reason = "exited before answering initialize" if ended.is_set() else f"initialize failed: {exc}"
-                raise ChildStartError(f"{self.label}: {spec.command!r} {reason}") from exc
+                    f"{self.label}: {spec.target} does not speak 2026-07-28 (transport = 'modern'); it answered "
+                    f"the {session.protocol_version} handshake: set transport to 'auto' or 'streamable-http'"
+                )
             self.session, self.initialize_result = session, result
             self.alive = True
             self.started_at = self.last_used = time.monotonic()
-            log.info("%s: started %s", self.label, spec.command, extra={"child": self.label})
+            log.info("%s: started %s (%s)", self.label, spec.target, self.transport, extra={"child": self.label})
             task_status.started(result)
             with anyio.CancelScope() as watch:
-                tasks.start_soon(_cancel_when, ended, watch)
+                assert self._tasks_of_connection is not None
+                self._tasks_of_connection.start_soon(_cancel_when, ended, watch)
                 await self._stop.wait()
             self.alive = False
             if not self._stopping and self.on_exit is not None:
                 self.on_exit(self)
+
+    async def _connect(self, stack: AsyncExitStack, kind: str) -> tuple[ClientSession, anyio.Event]:
+        """Open one transport (``stdio``, ``streamable`` or ``sse``) in ``stack`` and complete the handshake.
+
+        Raises:
+            ChildStartError: the transport cannot be opened, or the handshake fails or times out (its cause is
+                the underlying error).
+        """
+        spec = self.spec
+        self._kind = kind
+        reader: Any = None
+        try:
+            if kind == "stdio":
+                read, write, reader = await self._open_stdio(stack)
+            else:
+                headers, auth = self.upstream_auth
+                read, write = await stack.enter_async_context(
+                    upstream.open_streams(spec, "sse" if kind == "sse" else "streamable", headers, auth, self._denied)
+                )
+        except (OSError, httpx2.HTTPError) as exc:
+            if self.denied_status is not None:
+                reason = upstream.denial_message(spec.name, self.denied_status)
+                raise ChildStartError(f"{self.label}: {reason}") from exc
+            raise ChildStartError(f"{self.label}: cannot {_verb(spec)} {spec.target!r}: {_reason(exc)}") from exc
+        tasks = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tasks.cancel_scope.cancel)  # runs before the task group exits (LIFO)
+        self._tasks_of_connection = tasks
+        if reader is not None:
+            tasks.start_soon(self._log_stderr, reader)
+        pumped_send, pumped_receive = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+        ended = self._ended = anyio.Event()
+        tasks.start_soon(self._pump, read, pumped_send, ended)
+        session = await stack.enter_async_context(
+            ClientSession(
+                pumped_receive,
+                write,
+                read_timeout_seconds=spec.request_timeout_s if spec.remote else None,
+                sampling_callback=self._sampling,
+                elicitation_callback=self._elicitation,
+                list_roots_callback=self._list_roots,
+                logging_callback=self._logging,
+                message_handler=self._notified,
+                client_info=types.Implementation(name="datapulse-bridge", version="1"),
+            )
+        )
+        try:
+            with anyio.fail_after(spec.start_timeout_s):
+                if kind == "streamable" and upstream.client_mode(spec.transport) == "auto":
+                    await _sdk.negotiate_auto(session)  # server/discover, then initialize
+                else:
+                    await session.initialize()
+        except TimeoutError:
+            raise ChildStartError(
+                f"{self.label}: {spec.target!r} did not answer the handshake within {spec.start_timeout_s:g} s"
+            ) from None
+        except Exception as exc:
+            cause = _leaf(exc)
+            if ended.is_set() and not spec.remote:
+                raise ChildStartError(f"{self.label}: {spec.target!r} exited before answering initialize") from exc
+            if self.denied_status is not None:
+                reason = upstream.denial_message(spec.name, self.denied_status)
+                raise ChildStartError(f"{self.label}: {reason}") from cause
+            raise ChildStartError(f"{self.label}: {spec.target!r}: handshake failed: {_reason(cause)}") from cause
+        return session, ended
+
+    async def _open_stdio(self, stack: AsyncExitStack) -> tuple[Any, Any, Any]:
+        """Spawn the command with the SDK's ``stdio_client``; its streams and the reading end of its stderr."""
+        spec = self.spec
+        assert spec.command is not None
+        env = child_environment(spec.env_allow, spec.env, os.environ)
+        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=env, cwd=spec.cwd)
+        stderr_read, stderr_write = os.pipe()
+        errlog = os.fdopen(stderr_write, "w")
+        stack.callback(_close_quietly, errlog)
+        reader = os.fdopen(stderr_read, "rb", buffering=0)
+        stack.callback(_close_quietly, reader)
+        read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+        errlog.close()  # the child holds its own copy of the write end
+        return read, write, reader
+
+    def _denied(self, status: int) -> None:
+        """The upstream answered 401 or 403: remembered for the error message; on SSE without an auth flow that
+        could retry, the connection is ended (the SDK's SSE transport cannot carry the refusal to the request)."""
+        self.denied_status = status
+        if self._kind == "sse" and self.upstream_auth[1] is None and self._ended is not None:
+            self._ended.set()
 
     async def _pump(
         self,
@@ -209,7 +289,10 @@ class Child:
             try:
                 async for item in read:
                     if isinstance(item, Exception):
-                        log.warning("%s: skipped a stdout line that is not JSON-RPC", self.label)
+                        if self.spec.remote:
+                            log.warning("%s: upstream transport error: %s", self.label, _reason(item))
+                        else:
+                            log.warning("%s: skipped a stdout line that is not JSON-RPC", self.label)
                         continue
                     await out.send(item)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -267,6 +350,42 @@ class Child:
         if isinstance(message, types.ProgressNotification | types.CancelledNotification):
             return  # progress reaches its request through the call's progress callback
         await self._client_requests.notification(self, message)
+
+
+_KIND_NAMES: Final = {"streamable": "Streamable HTTP (2026-07-28, then 2025)", "sse": "HTTP+SSE (2024-11-05)"}
+
+
+def _initialize_result(session: ClientSession, name: str) -> types.InitializeResult:
+    """The server's ``initialize`` answer, or its equivalent from a 2026-07-28 ``server/discover``."""
+    if session.initialize_result is not None:
+        return session.initialize_result
+    version = session.protocol_version
+    assert version is not None
+    assert session.server_capabilities is not None
+    return types.InitializeResult(
+        protocol_version=version,
+        capabilities=session.server_capabilities,
+        server_info=session.server_info or types.Implementation(name=name, version="unknown"),
+        instructions=session.instructions,
+    )
+
+
+def _resolved(kind: str, version: str | None) -> str:
+    """The transport a connection settled on: ``stdio``, ``sse``, ``modern`` or ``streamable-http``."""
+    if kind in ("stdio", "sse"):
+        return kind
+    return "modern" if version in MODERN_PROTOCOL_VERSIONS else "streamable-http"
+
+
+def _verb(spec: BridgedServer) -> str:
+    return "reach" if spec.remote else "run"
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for an error (its leaf, with the type when the message is empty)."""
+    leaf = _leaf(exc)
+    text = str(leaf)
+    return text if text else type(leaf).__name__
 
 
 def _leaf(exc: BaseException) -> BaseException:

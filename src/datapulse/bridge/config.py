@@ -1,7 +1,8 @@
-"""The configuration of bridged stdio MCP servers: one `BridgedServer` each, from CLI options or a TOML file.
+"""The configuration of bridged MCP servers: one `BridgedServer` each, from CLI options or a TOML file.
 
-Each bridged server is a command DataPulse starts as a child process speaking MCP over stdio, served
-under a path prefix (``/github/mcp``, ``/github/sse``, ...). ``isolation = "per-session"`` starts one
+Each bridged server is either a command DataPulse starts as a child process speaking MCP over stdio, or the
+``url`` of a remote MCP server (``datapulse proxy``), reached in whichever era it speaks (``transport``); either is
+served under a path prefix (``/github/mcp``, ``/github/sse``, ...). ``isolation = "per-session"`` starts one
 child per MCP session (at most ``max_children`` at once, each stopped after ``idle_timeout_s`` without
 a request); ``"shared"`` starts one child for every session, restarted after a crash with a delay
 doubling from ``restart_backoff_s`` up to ``max_restart_backoff_s``. Durations are in seconds.
@@ -34,8 +35,15 @@ Example bridge file::
     [servers.files.resources]
     allow = "file:///srv/data/public/*, file:///srv/data/docs/*"   # a list or a comma-separated string
 
+    [servers.search]
+    url = "https://search.example.com/mcp"   # a remote MCP server instead of a command
+    transport = "auto"                        # or "modern", "streamable-http", "sse"
+    request_timeout_s = 60
+
 Every key of `BridgedServer` except ``name`` (the table's key) may appear under ``[servers.NAME]``;
-every key except ``name``, ``command``, ``args`` and ``path`` under ``[defaults]``.
+every key except ``name``, ``command``, ``args``, ``url`` and ``path`` under ``[defaults]``. For a ``url``,
+``isolation = "per-session"`` gives each client session its own upstream session (2025 and 2024 upstreams); a
+2026-07-28 upstream has no sessions, so one connection serves everyone.
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -62,9 +71,13 @@ from datapulse.bridge.environment import DEFAULT_ENV_ALLOW, ENV_NAME
 from datapulse.bridge.filters import BridgeFilters, NameFilter, parse_patterns
 from datapulse.config import ConfigurationError
 
-__all__ = ["RESERVED_PATHS", "BridgedServer", "Isolation", "load_bridge_config"]
+__all__ = ["RESERVED_PATHS", "BridgedServer", "Isolation", "UpstreamTransport", "load_bridge_config"]
 
 Isolation = Literal["per-session", "shared"]
+UpstreamTransport = Literal["auto", "modern", "streamable-http", "sse"]
+"""How a remote upstream is reached: found at start (``auto``), the 2026-07-28 stateless Streamable HTTP
+(``modern``), the 2025-03-26..2025-11-25 Streamable HTTP with its ``initialize`` handshake (``streamable-http``),
+or the 2024-11-05 HTTP+SSE transport (``sse``)."""
 
 RESERVED_PATHS: Final = frozenset(
     {
@@ -86,7 +99,7 @@ RESERVED_PATHS: Final = frozenset(
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _PATH_CHARACTERS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~/-")
 _FILTER_KEYS: Final = ("allow", "deny")
-_NOT_IN_DEFAULTS: Final = frozenset({"name", "command", "args", "path"})
+_NOT_IN_DEFAULTS: Final = frozenset({"name", "command", "args", "path", "url"})
 
 
 def _name_filter(value: object) -> NameFilter:
@@ -126,7 +139,9 @@ class BridgedServer(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="Identifies the server in logs, metrics and errors: 1-64 of A-Z a-z 0-9 _ . -.")
-    command: str = Field(description="The program to run (looked up on the child's PATH).")
+    command: str | None = Field(
+        default=None, description="The program to run (looked up on the child's PATH); or give `url` instead."
+    )
     args: tuple[str, ...] = Field(default=(), description="Arguments passed to the program.")
     path: str = Field(
         default="",
@@ -158,6 +173,19 @@ class BridgedServer(BaseModel):
         default=None, description="Per-item scope rules in DATAPULSE_SCOPES syntax ('tool:admin_*=admin;...')."
     )
 
+    url: str | None = Field(
+        default=None,
+        description="A remote MCP server's endpoint (http or https), served through DataPulse instead of a command.",
+    )
+    transport: UpstreamTransport = Field(
+        default="auto",
+        description="How to reach `url`: 'auto' tries 2026-07-28 server/discover, then a 2025 initialize, then a "
+        "2024-11-05 SSE GET; 'modern', 'streamable-http' or 'sse' pins one.",
+    )
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="Remote server: longest wait for one forwarded request's answer."
+    )
+
     @field_validator("name")
     @classmethod
     def _name_shape(cls, value: str) -> str:
@@ -167,9 +195,21 @@ class BridgedServer(BaseModel):
 
     @field_validator("command")
     @classmethod
-    def _command_present(cls, value: str) -> str:
-        if not value.strip():
+    def _command_present(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
             raise ValueError("command must not be empty")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"url {value!r} must be an http:// or https:// URL with a host")
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError("url must not carry credentials (user:password@); set upstream credentials instead")
         return value
 
     @field_validator("path")
@@ -205,6 +245,16 @@ class BridgedServer(BaseModel):
         return parse_patterns(value)
 
     @model_validator(mode="after")
+    def _one_target(self) -> BridgedServer:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (a stdio server to run) and url (a remote MCP server)")
+        if self.url is None and self.transport != "auto":
+            raise ValueError("transport applies to a url; a command always speaks stdio")
+        if self.url is not None and self.args:
+            raise ValueError("args apply to a command, not to a url")
+        return self
+
+    @model_validator(mode="after")
     def _backoff_order(self) -> BridgedServer:
         if self.max_restart_backoff_s < self.restart_backoff_s:
             raise ValueError(
@@ -212,6 +262,20 @@ class BridgedServer(BaseModel):
                 f"restart_backoff_s ({self.restart_backoff_s:g})"
             )
         return self
+
+    @property
+    def remote(self) -> bool:
+        """Whether the server is a remote URL (else a stdio command)."""
+        return self.url is not None
+
+    @property
+    def target(self) -> str:
+        """What the server is, for messages: its command, or its URL without query and fragment."""
+        if self.url is None:
+            assert self.command is not None
+            return self.command
+        parsed = urlsplit(self.url)
+        return parsed._replace(query="", fragment="").geturl()
 
     @property
     def filters(self) -> BridgeFilters:
@@ -261,13 +325,15 @@ def _servers(document: Mapping[str, Any]) -> list[BridgedServer]:
             raise ConfigurationError(f"defaults.{_key(key)}: unknown key; expected one of {_known(_NOT_IN_DEFAULTS)}")
     servers = document.get("servers")
     if not isinstance(servers, dict) or not servers:
-        raise ConfigurationError("no [servers.NAME] table; define at least one, e.g. [servers.github] with a command")
+        raise ConfigurationError(
+            "no [servers.NAME] table; define at least one, e.g. [servers.github] with a command or a url"
+        )
     result: list[BridgedServer] = []
     by_path: dict[str, str] = {}
     for name, table in servers.items():
         where = f"servers.{_key(name)}"
         if not isinstance(table, dict):
-            raise ConfigurationError(f"{where}: expected a table ([{where}]) with at least a command")
+            raise ConfigurationError(f"{where}: expected a table ([{where}]) with a command or a url")
         for key in table:
             if key == "name":
                 raise ConfigurationError(f"{where}.name: not allowed; the server's name is its table key")

@@ -41,13 +41,13 @@ class BridgeStartError(RuntimeError):
         self.server = server
 
 
-async def probe_all(specs: Sequence[BridgedServer]) -> list[types.InitializeResult]:
-    """`probe` every server at once; their ``initialize`` answers in the order of ``specs``.
+async def probe_all(specs: Sequence[BridgedServer]) -> list[tuple[types.InitializeResult, BridgedServer]]:
+    """`probe` every server at once; their handshake answers and settled specs in the order of ``specs``.
 
     Raises:
         BridgeStartError: the first server (in ``specs`` order) whose command does not work.
     """
-    answers: dict[int, types.InitializeResult | ChildStartError] = {}
+    answers: dict[int, tuple[types.InitializeResult, BridgedServer] | ChildStartError] = {}
 
     async def one(index: int, spec: BridgedServer) -> None:
         try:
@@ -58,7 +58,7 @@ async def probe_all(specs: Sequence[BridgedServer]) -> list[types.InitializeResu
     async with anyio.create_task_group() as probes:
         for index, spec in enumerate(specs):
             probes.start_soon(one, index, spec)
-    results: list[types.InitializeResult] = []
+    results: list[tuple[types.InitializeResult, BridgedServer]] = []
     for index, spec in enumerate(specs):
         answer = answers[index]
         if isinstance(answer, ChildStartError):
@@ -95,16 +95,14 @@ def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
     return app
 
 
-def mounted_bridges(
-    specs: Sequence[BridgedServer], infos: Sequence[types.InitializeResult], settings: Settings
-) -> PrefixRouter:
-    """One app per bridged server, each under its path (``infos``: from `probe_all`, in the same order).
+def mounted_bridges(probed: Sequence[tuple[types.InitializeResult, BridgedServer]], settings: Settings) -> PrefixRouter:
+    """One app per bridged server, each under its path (``probed``: from `probe_all`).
 
     Raises:
         ConfigurationError: see `create_app` (e.g. a server's ``scopes`` do not parse).
     """
     mounts = []
-    for spec, info in zip(specs, infos, strict=True):
+    for info, spec in probed:
         try:
             app = bridge_app(Bridge(spec, info), mount_settings(settings, spec))
         except ConfigurationError as exc:

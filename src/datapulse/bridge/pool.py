@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
+import httpx2
 from anyio.abc import TaskGroup
 
 from datapulse.bridge.child import Child, ChildStartError, ClientRequests
@@ -66,6 +67,7 @@ class ChildPool:
         task_group: where children run (lives as long as the pool).
         client_requests: answers the children's sampling / elicitation / roots requests.
         metrics: where child starts, exits and the live count are counted (``datapulse_bridge_*``), or None.
+        upstream_auth: a remote server's headers and auth flow, shared by its connections (one token cache).
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class ChildPool:
         task_group: TaskGroup,
         client_requests: ClientRequests | None,
         metrics: Metrics | None = None,
+        upstream_auth: tuple[Mapping[str, str], httpx2.Auth | None] = ({}, None),
     ) -> None:
         self.spec = spec
+        self._upstream_auth = upstream_auth
         self._metrics = metrics
         self._tasks = task_group
         self._client_requests = client_requests
@@ -117,7 +121,12 @@ class ChildPool:
             await self._make_room()
             if wait_s > 0:
                 await anyio.sleep(wait_s)
-            child = Child(self.spec, f"{self.spec.name}/{key[:12]}", client_requests=self._client_requests)
+            child = Child(
+                self.spec,
+                f"{self.spec.name}/{key[:12]}",
+                client_requests=self._client_requests,
+                upstream_auth=self._upstream_auth,
+            )
             child.on_exit = lambda exited: self._exited(key, exited)
             child.key = key
             try:
@@ -167,6 +176,14 @@ class ChildPool:
             )
         _, key = min(idle)
         await self.close(key)
+
+    def forget(self, child: Child) -> None:
+        """Drop ``child`` (its upstream session is gone) and stop it in the background; its key's next request
+        opens a new one at once (no restart backoff: nothing crashed)."""
+        if self._children.get(child.key) is child:
+            del self._children[child.key]
+            self._count_live()
+        self._tasks.start_soon(child.stop)
 
     async def close(self, key: str) -> None:
         """Stop ``key``'s child, if any (its session ended)."""

@@ -39,6 +39,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from datapulse.auth.authorization import CURRENT_PRINCIPAL
+from datapulse.bridge import upstream
 from datapulse.bridge.child import Child, ChildStartError
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.pool import BridgeBusy, ChildPool, Restarting
@@ -46,7 +47,7 @@ from datapulse.metrics import Metrics
 from datapulse.sessions.live import CURRENT_SESSION, LiveSession
 from datapulse.sessions.manager import SessionManager
 
-__all__ = ["CHILD_UNAVAILABLE", "Bridge", "probe"]
+__all__ = ["CHILD_UNAVAILABLE", "Bridge", "probe", "settled", "upstream_auth"]
 
 log = logging.getLogger("datapulse.bridge")
 
@@ -64,15 +65,22 @@ T = TypeVar("T")
 Ctx = ServerRequestContext[Any, Any]
 
 
-async def probe(spec: BridgedServer) -> types.InitializeResult:
-    """Start the bridged command once, take its ``initialize`` answer, and stop it (start-up check).
+async def probe(spec: BridgedServer) -> tuple[types.InitializeResult, BridgedServer]:
+    """Start the bridged command (or connect to the remote server) once, take its handshake answer, and stop it
+    (start-up check).
+
+    Returns:
+        The server's ``initialize`` answer (for a 2026-07-28 upstream, its ``server/discover`` answer in that
+        shape), and ``spec`` settled: a remote server's ``transport`` pinned to the one found, and a 2026-07-28
+        upstream ``shared`` (it has no sessions, so one connection serves every client).
 
     Raises:
-        ChildStartError: the command cannot run, exits, or does not answer within ``spec.start_timeout_s``.
+        ChildStartError: the command cannot run, exits, or does not answer within ``spec.start_timeout_s``; or the
+            remote server cannot be reached, refuses DataPulse's credentials, or speaks no MCP era we know.
     """
     failure: ChildStartError | None = None
     async with anyio.create_task_group() as tasks:
-        child = Child(spec, f"{spec.name}/probe")
+        child = Child(spec, f"{spec.name}/probe", upstream_auth=upstream_auth(spec))
         try:
             result = await child.start(tasks)
         except ChildStartError as exc:
@@ -81,7 +89,22 @@ async def probe(spec: BridgedServer) -> types.InitializeResult:
             await child.stop()
     if failure is not None:
         raise failure
-    return result
+    return result, settled(spec, child.transport)
+
+
+def settled(spec: BridgedServer, transport: str) -> BridgedServer:
+    """``spec`` with a remote server's transport pinned to ``transport`` (what its probe found)."""
+    if not spec.remote:
+        return spec
+    update: dict[str, Any] = {"transport": transport}
+    if transport == "modern":
+        update["isolation"] = "shared"
+    return spec.model_copy(update=update)
+
+
+def upstream_auth(spec: BridgedServer) -> tuple[dict[str, str], Any]:
+    """The headers and auth flow a remote server's requests carry (none for a command)."""
+    return {}, None
 
 
 class Bridge:
@@ -136,7 +159,7 @@ class Bridge:
     @asynccontextmanager
     async def _lifespan(self, _server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
         async with anyio.create_task_group() as tasks:
-            self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics)
+            self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics, upstream_auth(self.spec))
             tasks.start_soon(self._sweep_forever)
             try:
                 yield {}
@@ -188,21 +211,45 @@ class Bridge:
         try:
             return await call(session)
         except MCPError as exc:
-            if exc.error.code == types.CONNECTION_CLOSED:
-                raise MCPError(
-                    code=CHILD_UNAVAILABLE,
-                    message=f"the bridged server {self.spec.name!r} exited during the request; it is restarted "
-                    "on the next request",
-                    data={"reason": "exited"},
-                ) from None
-            raise
+            raise self._unavailable(child, exc) from None
         finally:
             child.in_flight -= 1
             child.context.remove(ctx)
             child.last_used = time.monotonic()
 
+    def _unavailable(self, child: Child, exc: MCPError) -> MCPError:
+        """The error a client sees for ``exc`` from the child: the child's own errors as they are; a connection
+        that ended, an upstream session that is gone, a refusal of our credentials or a timeout named as such."""
+        code, spec = exc.error.code, self.spec
+        if code == types.CONNECTION_CLOSED and child.denied_status is not None:
+            message = upstream.denial_message(spec.name, child.denied_status)
+            return MCPError(code=CHILD_UNAVAILABLE, message=message, data={"reason": "upstream_unauthorized"})
+        if code == types.CONNECTION_CLOSED:
+            what = "connection to the upstream server" if spec.remote else "bridged server"
+            return MCPError(
+                code=CHILD_UNAVAILABLE,
+                message=f"the {what} {spec.name!r} ended during the request; it is restarted on the next request",
+                data={"reason": "exited"},
+            )
+        if spec.remote and code == types.INVALID_REQUEST and exc.error.message == "Session terminated":
+            child.alive = False  # the upstream forgot the session (it restarted): the next request opens a new one
+            if self.pool is not None:
+                self.pool.forget(child)
+            return MCPError(
+                code=CHILD_UNAVAILABLE,
+                message=f"the upstream server {spec.name!r} ended its session; retry (a new one is opened)",
+                data={"reason": "upstream_session_ended"},
+            )
+        if spec.remote and code == types.REQUEST_TIMEOUT:
+            return MCPError(
+                code=types.REQUEST_TIMEOUT,
+                message=f"the upstream server {spec.name!r} did not answer within {spec.request_timeout_s:g} s",
+                data={"reason": "upstream_timeout"},
+            )
+        return exc
+
     async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        result = await self._forward(ctx, lambda session: session.list_tools(params=params))
+        result = await self._forward(ctx, lambda session: session.list_tools(params=_page(params)))
         tools = self.spec.tools
         return result.model_copy(update={"tools": [tool for tool in result.tools if tools.permits(tool.name)]})
 
@@ -225,14 +272,14 @@ class Bridge:
         return await self._forward(ctx, call)
 
     async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
-        result = await self._forward(ctx, lambda session: session.list_resources(params=params))
+        result = await self._forward(ctx, lambda session: session.list_resources(params=_page(params)))
         allowed = [resource for resource in result.resources if self.spec.resources.permits(str(resource.uri))]
         return result.model_copy(update={"resources": allowed})
 
     async def _list_resource_templates(
         self, ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
-        result = await self._forward(ctx, lambda session: session.list_resource_templates(params=params))
+        result = await self._forward(ctx, lambda session: session.list_resource_templates(params=_page(params)))
         filters = self.spec.resources
         allowed = [template for template in result.resource_templates if filters.permits(template.uri_template)]
         return result.model_copy(update={"resource_templates": allowed})
@@ -269,7 +316,7 @@ class Bridge:
         return await self._forward(ctx, lambda session: session.set_logging_level(params.level))
 
     async def _list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
-        result = await self._forward(ctx, lambda session: session.list_prompts(params=params))
+        result = await self._forward(ctx, lambda session: session.list_prompts(params=_page(params)))
         allowed = [prompt for prompt in result.prompts if self.spec.prompts.permits(prompt.name)]
         return result.model_copy(update={"prompts": allowed})
 
@@ -284,6 +331,15 @@ class Bridge:
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
         return await self._forward(ctx, lambda session: session.complete(params.ref, argument, context))
+
+
+def _page(params: types.PaginatedRequestParams | None) -> types.PaginatedRequestParams | None:
+    """A list request's parameters as forwarded: only the cursor. The inbound ``_meta`` stays here: it carries
+    the client's own envelope (a 2026-07-28 request's protocol version, client info and capabilities), which
+    the child's session sets for itself and which an older upstream refuses."""
+    if params is None or params.cursor is None:
+        return None
+    return types.PaginatedRequestParams(cursor=params.cursor)
 
 
 class _BridgedServer(Server[Any]):
@@ -345,7 +401,7 @@ class _ClientRequests:
     async def sampling(
         self, child: Child, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
-        request = types.CreateMessageRequest(params=params)
+        request = types.CreateMessageRequest(params=_page(params))
         answer: types.CreateMessageResult | types.ErrorData = await self._ask(
             child, request, types.CreateMessageResult, "sampling/createMessage"
         )
@@ -354,7 +410,7 @@ class _ClientRequests:
     async def elicitation(
         self, child: Child, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
-        request = types.ElicitRequest(params=params)
+        request = types.ElicitRequest(params=_page(params))
         answer: types.ElicitResult | types.ErrorData = await self._ask(
             child, request, types.ElicitResult, "elicitation/create"
         )

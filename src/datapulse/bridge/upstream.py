@@ -1,0 +1,191 @@
+"""Reaching a remote MCP server (the upstream of ``datapulse proxy``) over HTTP, in whichever era it speaks.
+
+`open_streams` opens the SDK's client transport for one upstream transport: ``streamable_http_client`` for the
+2026-07-28 and the 2025 Streamable HTTP (one endpoint; which era is settled by the handshake, see `client_mode`),
+``sse_client`` for the 2024-11-05 HTTP+SSE transport. `candidates` says which transports a start tries, in order:
+``auto`` tries Streamable HTTP (the SDK's ``mode="auto"``: ``server/discover``, then ``initialize``), then SSE.
+
+Every HTTP request to the upstream carries the upstream's own credentials (`datapulse.bridge.credentials`), never the
+inbound client's token (MCP security best practices, "Token Passthrough"). A 401 or 403 answer is turned into a
+JSON-RPC error body naming the refusal (`DenialAsJsonRpc`), so the SDK client surfaces it to the waiting request
+instead of a bare "Server returned an error response"; on the SSE transport, where the SDK cannot carry it, the
+connection is ended and the refusal named when the waiting requests fail (``on_denied``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal
+
+import httpx2
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.message import SessionMessage
+
+from datapulse.bridge.config import BridgedServer, UpstreamTransport
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "UPSTREAM_DENIED",
+    "ConcreteTransport",
+    "DenialAsJsonRpc",
+    "candidates",
+    "client_mode",
+    "denial_message",
+    "open_streams",
+]
+
+ConcreteTransport = Literal["modern", "streamable-http", "sse"]
+CONNECT_TIMEOUT_S: Final = 30.0
+UPSTREAM_DENIED: Final = -32000
+"""JSON-RPC error code (implementation-defined server error) when the upstream refused DataPulse's credentials."""
+
+Streams = tuple[MemoryObjectReceiveStream[SessionMessage | Exception], MemoryObjectSendStream[SessionMessage]]
+
+
+def candidates(transport: UpstreamTransport) -> tuple[Literal["streamable", "sse"], ...]:
+    """The client transports a start tries, in order: Streamable HTTP (either era) and/or HTTP+SSE."""
+    if transport == "auto":
+        return ("streamable", "sse")
+    if transport == "sse":
+        return ("sse",)
+    return ("streamable",)
+
+
+def client_mode(transport: UpstreamTransport) -> Literal["auto", "legacy"]:
+    """The SDK ``Client`` mode for a transport: the 2025 handshake when pinned to it or on SSE, else ``auto``
+    (``server/discover``, falling back to ``initialize``; a ``modern`` pin is checked after the handshake)."""
+    return "legacy" if transport in ("streamable-http", "sse") else "auto"
+
+
+def denial_message(server: str, status: int) -> str:
+    """What a client is told when the upstream answered 401 or 403 to DataPulse."""
+    what = "refused DataPulse's credentials" if status == 401 else "denied DataPulse access"
+    return (
+        f"the upstream server {server!r} {what} (HTTP {status}); check its upstream credentials "
+        "(bearer_env, oauth, headers) in DataPulse's configuration"
+    )
+
+
+class DenialAsJsonRpc(httpx2.AsyncBaseTransport):
+    """An httpx2 transport that reports 401 and 403 answers (see the module docstring).
+
+    Args:
+        inner: the real transport.
+        server: the upstream's name (in the error message).
+        on_denied: called with the status of every 401 or 403 answer (also those an auth flow then retries).
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport, server: str, on_denied: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._server = server
+        self._on_denied = on_denied
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        if response.status_code not in (401, 403):
+            return response
+        self._on_denied(response.status_code)
+        request_id = _request_id(request)
+        if request.method != "POST" or request_id is None:
+            return response
+        await response.aread()
+        await response.aclose()
+        error = {
+            "code": UPSTREAM_DENIED,
+            "message": denial_message(self._server, response.status_code),
+            "data": {"reason": "upstream_unauthorized" if response.status_code == 401 else "upstream_forbidden"},
+        }
+        body = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error}).encode()
+        headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+        return httpx2.Response(
+            response.status_code,
+            headers=[*headers, ("content-type", "application/json")],
+            content=body,
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+_BODY_HEADERS: Final = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
+
+
+def _request_id(request: httpx2.Request) -> str | int | None:
+    """The JSON-RPC id of a request's body, or None (not a JSON-RPC request)."""
+    try:
+        message = json.loads(request.content)
+    except (ValueError, httpx2.RequestNotRead):
+        return None
+    if not isinstance(message, dict):
+        return None
+    candidate = message.get("id")
+    return candidate if isinstance(candidate, str | int) and not isinstance(candidate, bool) else None
+
+
+def _client(
+    spec: BridgedServer,
+    headers: Mapping[str, str],
+    auth: httpx2.Auth | None,
+    on_denied: Callable[[int], None],
+    timeout: httpx2.Timeout,
+) -> httpx2.AsyncClient:
+    transport = DenialAsJsonRpc(httpx2.AsyncHTTPTransport(), spec.name, on_denied)
+    return httpx2.AsyncClient(headers=dict(headers), auth=auth, timeout=timeout, transport=transport)
+
+
+@asynccontextmanager
+async def open_streams(
+    spec: BridgedServer,
+    kind: Literal["streamable", "sse"],
+    headers: Mapping[str, str],
+    auth: httpx2.Auth | None,
+    on_denied: Callable[[int], None],
+) -> AsyncIterator[Streams]:
+    """The SDK client transport's read and write streams for ``spec.url`` (see the module docstring).
+
+    Args:
+        spec: a remote bridged server (``spec.url`` set).
+        kind: ``streamable`` (2026-07-28 or 2025 Streamable HTTP) or ``sse`` (2024-11-05 HTTP+SSE).
+        headers: sent on every request (the upstream credentials' static and bearer headers).
+        auth: the upstream credentials' auth flow (OAuth client credentials), or None.
+        on_denied: called with 401 or 403 when the upstream answers so.
+
+    Raises:
+        httpx2.HTTPError: the upstream cannot be reached, or (SSE) its GET is refused.
+    """
+    assert spec.url is not None
+    timeout = httpx2.Timeout(CONNECT_TIMEOUT_S, read=max(spec.request_timeout_s, CONNECT_TIMEOUT_S))
+    if kind == "sse":
+
+        def factory(
+            headers: dict[str, str] | None = None,
+            timeout: httpx2.Timeout | None = None,
+            auth: httpx2.Auth | None = None,
+        ) -> httpx2.AsyncClient:
+            return _client(spec, headers or {}, auth, on_denied, timeout or httpx2.Timeout(CONNECT_TIMEOUT_S))
+
+        async with sse_client(
+            spec.url,
+            headers=dict(headers),
+            timeout=CONNECT_TIMEOUT_S,
+            sse_read_timeout=timeout.read or CONNECT_TIMEOUT_S,
+            httpx_client_factory=factory,
+            auth=auth,
+        ) as streams:
+            yield _typed(streams)
+        return
+    async with (
+        _client(spec, headers, auth, on_denied, timeout) as http,
+        streamable_http_client(spec.url, http_client=http) as streams,
+    ):
+        yield _typed(streams)
+
+
+def _typed(streams: Any) -> Streams:
+    read, write = streams
+    return read, write
