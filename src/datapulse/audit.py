@@ -16,7 +16,9 @@ A record is one JSON object on one line (`AuditRecord.to_json`), keys in field o
 Arguments are recorded as a digest (`arguments_digest`); the raw arguments only when the `Auditor` is
 built with ``include_arguments=True``, and then with the values of secret-named keys (``token``,
 ``password``, ...; `datapulse.logs.redact_data`) replaced by ``"[redacted]"``. Token values are never
-recorded: for ``auth`` records ``name`` is the request path (no query string) and ``outcome`` the decision.
+recorded: for ``auth`` records ``name`` is the request path (no query string) and ``outcome`` the decision. An
+``upstream_auth`` record says a gateway's upstream refused DataPulse's own credentials (``name``: the upstream,
+``outcome``: ``denied_401`` or ``denied_403``).
 
 Auditing never fails a request: a sink that raises is logged (stdlib logger ``datapulse.audit``,
 a warning once per failure streak) and the other sinks still get the record.
@@ -71,7 +73,7 @@ __all__ = [
 
 logger = logging.getLogger("datapulse.audit")
 
-AuditKind = Literal["tool_call", "resource_read", "prompt_get", "auth"]
+AuditKind = Literal["tool_call", "resource_read", "prompt_get", "auth", "upstream_auth"]
 
 DEFAULT_REDIS_TIMEOUT_S: Final = 5.0
 """Bound on one XADD, in seconds, when the Redis client has no ``socket_timeout``."""

@@ -336,6 +336,31 @@ def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) ->
     "--request-timeout-s", type=float, default=None, help="Longest wait for one forwarded answer [default: 300]."
 )
 @click.option("--name", "upstream_name", default=None, help="The upstream's name in logs and metrics [default: host].")
+@click.option(
+    "--upstream-header",
+    "upstream_headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A header every upstream request carries (e.g. an API key); repeatable.",
+)
+@click.option(
+    "--upstream-bearer-env",
+    default=None,
+    metavar="NAME",
+    help="An environment variable whose value is sent upstream as 'Authorization: Bearer <value>'.",
+)
+@click.option("--upstream-oauth-token-url", default=None, help="OAuth client credentials: the token endpoint.")
+@click.option("--upstream-oauth-client-id", default=None, help="OAuth client credentials: the client id.")
+@click.option(
+    "--upstream-oauth-client-secret-env",
+    default=None,
+    metavar="NAME",
+    help="OAuth client credentials: the environment variable holding the client secret.",
+)
+@click.option("--upstream-oauth-scope", default=None, help="OAuth client credentials: the scope to ask for.")
+@click.option(
+    "--upstream-oauth-resource", default=None, help="OAuth client credentials: the resource (RFC 8707) to ask for."
+)
 @_pool_and_filter_options
 @click.argument("url")
 @_settings_options
@@ -356,9 +381,11 @@ def proxy(
     from datapulse.config import ConfigurationError
 
     ours = {key: options.pop(key) for key in [*_BRIDGE_OPTIONS, *_FILTER_OPTIONS] if key in options}
+    upstream_options = {key: options.pop(key) for key in list(options) if key.startswith("upstream_")}
     if options.get("workers") not in (None, 1):
         raise click.UsageError("--workers: datapulse proxy serves from one process; it applies to datapulse serve")
     try:
+        ours["credentials"] = _upstream_credentials(upstream_options)
         spec = _url_server(url, upstream_name, upstream_transport, request_timeout_s, ours)
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
@@ -389,10 +416,37 @@ def _url_server(
 
     fields = _pool_and_filter_fields(options)
     fields["transport"] = transport
+    fields["credentials"] = options.get("credentials")
     if request_timeout_s is not None:
         fields["request_timeout_s"] = request_timeout_s
     host = urlsplit(url).hostname or "upstream"
     return BridgedServer(name=name or _server_name(host), url=url, **fields)
+
+
+def _upstream_credentials(options: dict[str, Any]) -> Any:
+    """The `UpstreamCredentials` of proxy's ``--upstream-*`` options, or None when none is given.
+
+    Raises:
+        ConfigurationError: a header is not NAME=VALUE; ValidationError: a value is invalid.
+    """
+    from datapulse.bridge.credentials import UpstreamCredentials
+    from datapulse.config import ConfigurationError
+
+    headers: dict[str, str] = {}
+    for item in options.get("upstream_headers") or ():
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise ConfigurationError(f"--upstream-header {name.strip() or item!r}: expected NAME=VALUE")
+        headers[name.strip()] = value
+    oauth = {
+        key.removeprefix("upstream_oauth_"): value
+        for key, value in options.items()
+        if key.startswith("upstream_oauth_") and value is not None
+    }
+    bearer_env = options.get("upstream_bearer_env")
+    if not headers and not oauth and bearer_env is None:
+        return None
+    return UpstreamCredentials.model_validate({"headers": headers, "bearer_env": bearer_env, "oauth": oauth or None})
 
 
 def _pool_and_filter_fields(options: dict[str, Any]) -> dict[str, Any]:

@@ -294,6 +294,11 @@ class Seen:
         }
 
 
+BEARER_PATH: Final = "/_upstream/bearer"
+"""``PUT`` a new token here (body: the token) to rotate what a ``--bearer`` upstream accepts (never authenticated):
+a test's way to make the gateway's current upstream token stale."""
+
+
 class Gate:
     """The outermost layer: serves `SEEN_PATH`, records every other request, and (with a token) refuses one
     without ``Authorization: Bearer <token>`` with 401."""
@@ -309,6 +314,13 @@ class Gate:
             return
         if scope["path"] == SEEN_PATH and scope["method"] == "GET":
             await _respond(send, 200, self.seen.as_json())
+            return
+        if scope["path"] == BEARER_PATH and scope["method"] == "PUT" and self.expected is not None:
+            body = await _read_body(receive, send)
+            if body is None:
+                return
+            self.expected = b"Bearer " + body.strip()
+            await _respond(send, 200, {"rotated": True})
             return
         authorization = _header(scope, b"authorization")
         self.seen.requests += 1

@@ -136,6 +136,8 @@ class Child:
             cause = _leaf(exc)
             if isinstance(cause, ChildStartError):
                 raise cause from None
+            if self.spec.remote and isinstance(cause, httpx2.TransportError):
+                raise ChildStartError(f"{self.label}: cannot reach {self.spec.target!r}: {_reason(cause)}") from exc
             raise ChildStartError(f"{self.label}: could not start {self.spec.target!r}: {cause}") from exc
         return result
 
@@ -208,7 +210,9 @@ class Child:
             else:
                 headers, auth = self.upstream_auth
                 read, write = await stack.enter_async_context(
-                    upstream.open_streams(spec, "sse" if kind == "sse" else "streamable", headers, auth, self._denied)
+                    upstream.open_streams(
+                        spec, "sse" if kind == "sse" else "streamable", headers, auth, self._saw_status
+                    )
                 )
         except (OSError, httpx2.HTTPError) as exc:
             if self.denied_status is not None:
@@ -228,6 +232,7 @@ class Child:
                 pumped_receive,
                 write,
                 read_timeout_seconds=spec.request_timeout_s if spec.remote else None,
+                log_level="debug" if spec.remote else None,  # 2026-07-28: log messages are opted into per request
                 sampling_callback=self._sampling,
                 elicitation_callback=self._elicitation,
                 list_roots_callback=self._list_roots,
@@ -271,9 +276,13 @@ class Child:
         errlog.close()  # the child holds its own copy of the write end
         return read, write, reader
 
-    def _denied(self, status: int) -> None:
-        """The upstream answered 401 or 403: remembered for the error message; on SSE without an auth flow that
-        could retry, the connection is ended (the SDK's SSE transport cannot carry the refusal to the request)."""
+    def _saw_status(self, status: int) -> None:
+        """The upstream answered with HTTP ``status``. A 401 or 403 is remembered for the error message (until the
+        next other answer); on SSE without an auth flow that could retry, it ends the connection (the SDK's SSE
+        transport cannot carry the refusal to the waiting request)."""
+        if status not in (401, 403):
+            self.denied_status = None
+            return
         self.denied_status = status
         if self._kind == "sse" and self.upstream_auth[1] is None and self._ended is not None:
             self._ended.set()

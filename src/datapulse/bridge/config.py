@@ -40,6 +40,9 @@ Example bridge file::
     transport = "auto"                        # or "modern", "streamable-http", "sse"
     request_timeout_s = 60
 
+    [servers.search.credentials]              # DataPulse's own, never the client's token
+    bearer_env = "SEARCH_TOKEN"               # or oauth = { token_url = ..., client_id = ..., client_secret_env = ... }
+
 Every key of `BridgedServer` except ``name`` (the table's key) may appear under ``[servers.NAME]``;
 every key except ``name``, ``command``, ``args``, ``url`` and ``path`` under ``[defaults]``. For a ``url``,
 ``isolation = "per-session"`` gives each client session its own upstream session (2025 and 2024 upstreams); a
@@ -67,6 +70,7 @@ from pydantic import (
     model_validator,
 )
 
+from datapulse.bridge.credentials import UpstreamCredentials
 from datapulse.bridge.environment import DEFAULT_ENV_ALLOW, ENV_NAME
 from datapulse.bridge.filters import BridgeFilters, NameFilter, parse_patterns
 from datapulse.config import ConfigurationError
@@ -136,7 +140,7 @@ class BridgedServer(BaseModel):
     ``ValidationError``; `load_bridge_config` turns that into a `ConfigurationError`.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = Field(description="Identifies the server in logs, metrics and errors: 1-64 of A-Z a-z 0-9 _ . -.")
     command: str | None = Field(
@@ -184,6 +188,12 @@ class BridgedServer(BaseModel):
     )
     request_timeout_s: float = Field(
         default=300.0, gt=0, description="Remote server: longest wait for one forwarded request's answer."
+    )
+    credentials: UpstreamCredentials | None = Field(
+        default=None,
+        repr=False,
+        description="Remote server: DataPulse's own credentials there (headers, bearer_env or oauth); never the "
+        "client's token.",
     )
 
     @field_validator("name")
@@ -252,6 +262,8 @@ class BridgedServer(BaseModel):
             raise ValueError("transport applies to a url; a command always speaks stdio")
         if self.url is not None and self.args:
             raise ValueError("args apply to a command, not to a url")
+        if self.url is None and self.credentials is not None:
+            raise ValueError("credentials apply to a url; give a command its secrets with env")
         return self
 
     @model_validator(mode="after")

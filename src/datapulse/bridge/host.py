@@ -91,7 +91,7 @@ def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
     """
     app = create_app(settings, server=bridge.server)
     runtime = runtime_of(app)
-    bridge.sessions, bridge.metrics = runtime.sessions, runtime.metrics
+    bridge.sessions, bridge.metrics, bridge.auditor = runtime.sessions, runtime.metrics, runtime.auditor
     return app
 
 

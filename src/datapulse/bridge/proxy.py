@@ -25,6 +25,7 @@ updates on their standalone stream; 2026-07-28 stateless requests have no sessio
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,17 +33,21 @@ from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 import anyio
+import httpx2
 from mcp import ClientSession, types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 
+from datapulse.audit import Auditor
 from datapulse.auth.authorization import CURRENT_PRINCIPAL
-from datapulse.bridge import upstream
+from datapulse.bridge import credentials, upstream
 from datapulse.bridge.child import Child, ChildStartError
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.pool import BridgeBusy, ChildPool, Restarting
+from datapulse.config import ConfigurationError
 from datapulse.metrics import Metrics
 from datapulse.sessions.live import CURRENT_SESSION, LiveSession
 from datapulse.sessions.manager import SessionManager
@@ -54,6 +59,7 @@ log = logging.getLogger("datapulse.bridge")
 CHILD_UNAVAILABLE: Final = -32000
 """JSON-RPC error code (implementation-defined server error) when the bridged process crashed or cannot start."""
 RESOURCE_NOT_FOUND: Final = -32002
+DENIAL_REASONS: Final = frozenset({"upstream_unauthorized", "upstream_forbidden"})
 SWEEP_INTERVAL_S: Final = 5.0
 LIST_CHANGED: Final = (
     types.ToolListChangedNotification,
@@ -79,8 +85,12 @@ async def probe(spec: BridgedServer) -> tuple[types.InitializeResult, BridgedSer
             remote server cannot be reached, refuses DataPulse's credentials, or speaks no MCP era we know.
     """
     failure: ChildStartError | None = None
+    try:
+        auth = upstream_auth(spec)
+    except ConfigurationError as exc:
+        raise ChildStartError(f"{spec.name}: {exc}") from None
     async with anyio.create_task_group() as tasks:
-        child = Child(spec, f"{spec.name}/probe", upstream_auth=upstream_auth(spec))
+        child = Child(spec, f"{spec.name}/probe", upstream_auth=auth)
         try:
             result = await child.start(tasks)
         except ChildStartError as exc:
@@ -102,9 +112,14 @@ def settled(spec: BridgedServer, transport: str) -> BridgedServer:
     return spec.model_copy(update=update)
 
 
-def upstream_auth(spec: BridgedServer) -> tuple[dict[str, str], Any]:
-    """The headers and auth flow a remote server's requests carry (none for a command)."""
-    return {}, None
+def upstream_auth(spec: BridgedServer) -> tuple[dict[str, str], httpx2.Auth | None]:
+    """The headers and auth flow a remote server's requests carry (none for a command), from
+    ``spec.credentials`` and the environment variables it names.
+
+    Raises:
+        ConfigurationError: a variable it names is not set (see `datapulse.bridge.credentials.resolve`).
+    """
+    return credentials.resolve(spec.credentials, os.environ)
 
 
 class Bridge:
@@ -120,6 +135,7 @@ class Bridge:
             `datapulse.bridge.host.bridge_app`): per-session children of ended sessions are stopped, and the
             child's notifications are delivered to them. None: no notification is delivered.
         metrics: the app's metrics, where the children are counted (``datapulse_bridge_*``; set with ``sessions``).
+        auditor: the app's auditor, where an upstream's refusal of our credentials is recorded (set with ``sessions``).
         pool: the children (while the server's lifespan runs).
     """
 
@@ -128,6 +144,7 @@ class Bridge:
         self.info = info
         self.sessions: SessionManager | None = None
         self.metrics: Metrics | None = None
+        self.auditor: Auditor | None = None
         self.pool: ChildPool | None = None
         capabilities = info.capabilities
         handlers: dict[str, Any] = {}
@@ -147,6 +164,10 @@ class Bridge:
             handlers["on_completion"] = self._complete
         if capabilities.logging is not None:
             handlers["on_set_logging_level"] = self._set_logging_level
+        elif spec.transport == "modern":
+            # A 2026-07-28 upstream has no logging/setLevel: its log messages are opted into per request (the
+            # child's session asks for every level) and reach handshake-era clients as they did before.
+            handlers["on_set_logging_level"] = _accept_logging_level
         self.server: Server[Any] = _BridgedServer(
             capabilities,
             info.server_info.name,
@@ -209,13 +230,33 @@ class Bridge:
         child.in_flight += 1
         child.context.append(ctx)
         try:
-            return await call(session)
+            return _own_meta(await call(session))
         except MCPError as exc:
-            raise self._unavailable(child, exc) from None
+            error = self._unavailable(child, exc)
+            await self._audit_denial(error, child)
+            raise error from None
         finally:
             child.in_flight -= 1
             child.context.remove(ctx)
             child.last_used = time.monotonic()
+
+    async def _audit_denial(self, error: MCPError, child: Child) -> None:
+        """An ``upstream_auth`` audit record when ``error`` is the upstream refusing our credentials."""
+        data = error.error.data
+        reason = data.get("reason") if isinstance(data, dict) else None
+        if reason not in DENIAL_REASONS or self.auditor is None or not self.auditor.active:
+            return
+        session = CURRENT_SESSION.get()
+        with anyio.CancelScope(shield=True):
+            await self.auditor.record(
+                "upstream_auth",
+                principal=CURRENT_PRINCIPAL.get().key,
+                session_id=session.id if session is not None else None,
+                transport=None,
+                protocol_version=None,
+                name=self.spec.name,
+                outcome=f"denied_{child.denied_status or 401}",
+            )
 
     def _unavailable(self, child: Child, exc: MCPError) -> MCPError:
         """The error a client sees for ``exc`` from the child: the child's own errors as they are; a connection
@@ -225,10 +266,14 @@ class Bridge:
             message = upstream.denial_message(spec.name, child.denied_status)
             return MCPError(code=CHILD_UNAVAILABLE, message=message, data={"reason": "upstream_unauthorized"})
         if code == types.CONNECTION_CLOSED:
-            what = "connection to the upstream server" if spec.remote else "bridged server"
+            what = (
+                f"connection to the upstream server {spec.name!r} ended"
+                if spec.remote
+                else (f"bridged server {spec.name!r} exited")
+            )
             return MCPError(
                 code=CHILD_UNAVAILABLE,
-                message=f"the {what} {spec.name!r} ended during the request; it is restarted on the next request",
+                message=f"the {what} during the request; it is restarted on the next request",
                 data={"reason": "exited"},
             )
         if spec.remote and code == types.INVALID_REQUEST and exc.error.message == "Session terminated":
@@ -333,6 +378,23 @@ class Bridge:
         return await self._forward(ctx, lambda session: session.complete(params.ref, argument, context))
 
 
+RESERVED_META_PREFIX: Final = "io.modelcontextprotocol/"
+
+
+def _own_meta(result: T) -> T:
+    """A child's result without the protocol's reserved ``_meta`` keys: they describe the child's connection with
+    us (e.g. a 2026-07-28 upstream's ``serverInfo`` stamp); our own kernel stamps the client's own."""
+    meta = getattr(result, "meta", None)
+    if not isinstance(result, BaseModel) or not meta or not any(k.startswith(RESERVED_META_PREFIX) for k in meta):
+        return result
+    kept = {key: value for key, value in meta.items() if not key.startswith(RESERVED_META_PREFIX)}
+    return result.model_copy(update={"meta": kept or None})
+
+
+async def _accept_logging_level(_ctx: Ctx, _params: types.SetLevelRequestParams) -> types.EmptyResult:
+    return types.EmptyResult()
+
+
 def _page(params: types.PaginatedRequestParams | None) -> types.PaginatedRequestParams | None:
     """A list request's parameters as forwarded: only the cursor. The inbound ``_meta`` stays here: it carries
     the client's own envelope (a 2026-07-28 request's protocol version, client info and capabilities), which
@@ -401,7 +463,7 @@ class _ClientRequests:
     async def sampling(
         self, child: Child, params: types.CreateMessageRequestParams
     ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
-        request = types.CreateMessageRequest(params=_page(params))
+        request = types.CreateMessageRequest(params=params)
         answer: types.CreateMessageResult | types.ErrorData = await self._ask(
             child, request, types.CreateMessageResult, "sampling/createMessage"
         )
@@ -410,7 +472,7 @@ class _ClientRequests:
     async def elicitation(
         self, child: Child, params: types.ElicitRequestParams
     ) -> types.ElicitResult | types.ErrorData:
-        request = types.ElicitRequest(params=_page(params))
+        request = types.ElicitRequest(params=params)
         answer: types.ElicitResult | types.ErrorData = await self._ask(
             child, request, types.ElicitResult, "elicitation/create"
         )

@@ -9,7 +9,7 @@ Every HTTP request to the upstream carries the upstream's own credentials (`data
 inbound client's token (MCP security best practices, "Token Passthrough"). A 401 or 403 answer is turned into a
 JSON-RPC error body naming the refusal (`DenialAsJsonRpc`), so the SDK client surfaces it to the waiting request
 instead of a bare "Server returned an error response"; on the SSE transport, where the SDK cannot carry it, the
-connection is ended and the refusal named when the waiting requests fail (``on_denied``).
+connection is ended and the refusal named when the waiting requests fail (``on_status``).
 """
 
 from __future__ import annotations
@@ -76,19 +76,19 @@ class DenialAsJsonRpc(httpx2.AsyncBaseTransport):
     Args:
         inner: the real transport.
         server: the upstream's name (in the error message).
-        on_denied: called with the status of every 401 or 403 answer (also those an auth flow then retries).
+        on_status: called with the status of every answer (401 and 403 also when an auth flow then retries).
     """
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, server: str, on_denied: Callable[[int], None]) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport, server: str, on_status: Callable[[int], None]) -> None:
         self._inner = inner
         self._server = server
-        self._on_denied = on_denied
+        self._on_status = on_status
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self._inner.handle_async_request(request)
+        self._on_status(response.status_code)
         if response.status_code not in (401, 403):
             return response
-        self._on_denied(response.status_code)
         request_id = _request_id(request)
         if request.method != "POST" or request_id is None:
             return response
@@ -131,10 +131,10 @@ def _client(
     spec: BridgedServer,
     headers: Mapping[str, str],
     auth: httpx2.Auth | None,
-    on_denied: Callable[[int], None],
+    on_status: Callable[[int], None],
     timeout: httpx2.Timeout,
 ) -> httpx2.AsyncClient:
-    transport = DenialAsJsonRpc(httpx2.AsyncHTTPTransport(), spec.name, on_denied)
+    transport = DenialAsJsonRpc(httpx2.AsyncHTTPTransport(), spec.name, on_status)
     return httpx2.AsyncClient(headers=dict(headers), auth=auth, timeout=timeout, transport=transport)
 
 
@@ -144,7 +144,7 @@ async def open_streams(
     kind: Literal["streamable", "sse"],
     headers: Mapping[str, str],
     auth: httpx2.Auth | None,
-    on_denied: Callable[[int], None],
+    on_status: Callable[[int], None],
 ) -> AsyncIterator[Streams]:
     """The SDK client transport's read and write streams for ``spec.url`` (see the module docstring).
 
@@ -153,7 +153,7 @@ async def open_streams(
         kind: ``streamable`` (2026-07-28 or 2025 Streamable HTTP) or ``sse`` (2024-11-05 HTTP+SSE).
         headers: sent on every request (the upstream credentials' static and bearer headers).
         auth: the upstream credentials' auth flow (OAuth client credentials), or None.
-        on_denied: called with 401 or 403 when the upstream answers so.
+        on_status: called with the HTTP status of every upstream answer.
 
     Raises:
         httpx2.HTTPError: the upstream cannot be reached, or (SSE) its GET is refused.
@@ -167,7 +167,7 @@ async def open_streams(
             timeout: httpx2.Timeout | None = None,
             auth: httpx2.Auth | None = None,
         ) -> httpx2.AsyncClient:
-            return _client(spec, headers or {}, auth, on_denied, timeout or httpx2.Timeout(CONNECT_TIMEOUT_S))
+            return _client(spec, headers or {}, auth, on_status, timeout or httpx2.Timeout(CONNECT_TIMEOUT_S))
 
         async with sse_client(
             spec.url,
@@ -180,7 +180,7 @@ async def open_streams(
             yield _typed(streams)
         return
     async with (
-        _client(spec, headers, auth, on_denied, timeout) as http,
+        _client(spec, headers, auth, on_status, timeout) as http,
         streamable_http_client(spec.url, http_client=http) as streams,
     ):
         yield _typed(streams)
