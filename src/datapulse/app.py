@@ -683,9 +683,15 @@ async def _ready(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -
         else:
             if not cluster.tunnels.channel_connected:
                 problems.append("cluster channel (Redis pub/sub) reconnecting: forwarded requests cannot reach here")
+    body: dict[str, Any] = {}
+    if runtime.upstreams is not None:
+        upstreams = runtime.upstreams()
+        body["upstreams"] = {name: "ok" if down is None else f"down: {down}" for name, down in upstreams.items()}
+        if upstreams and all(down is not None for down in upstreams.values()):
+            problems.append("every upstream server is down")  # one down leaves the others serving: still ready
     status = 503 if problems else 200
     extra = ((b"retry-after", b"1"),) if problems else ()
-    await send_json(send, status, {"status": "not ready" if problems else "ready", "problems": problems}, extra)
+    await send_json(send, status, {"status": "not ready" if problems else "ready", "problems": problems, **body}, extra)
 
 
 async def _health(runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:

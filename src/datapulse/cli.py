@@ -361,22 +361,39 @@ def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) ->
 @click.option(
     "--upstream-oauth-resource", default=None, help="OAuth client credentials: the resource (RFC 8707) to ask for."
 )
+@click.option(
+    "--config",
+    "config_file",
+    default=None,
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="A TOML file of several servers (urls and commands) composed into one, each name prefixed (instead of URL).",
+)
 @_pool_and_filter_options
-@click.argument("url")
+@click.argument("url", required=False)
 @_settings_options
 def proxy(
-    url: str, upstream_transport: str, request_timeout_s: float | None, upstream_name: str | None, **options: Any
+    url: str | None,
+    config_file: str | None,
+    upstream_transport: str,
+    request_timeout_s: float | None,
+    upstream_name: str | None,
+    **options: Any,
 ) -> None:
     """Serve the remote MCP server at URL on every DataPulse transport:
 
         datapulse proxy [options] https://mcp.example.com/mcp
+
+        datapulse proxy --config federation.toml [options]
 
     Clients of any era reach it at /mcp (2026-07-28 and 2025 Streamable HTTP), /sse (2024-11-05) and
     /events + /message, with DataPulse's auth, scopes, limits, metrics and audit; DataPulse talks to the
     upstream in the era it speaks, found at start. Each client session gets its own upstream session
     (--isolation per-session, the default) unless the upstream is 2026-07-28, which has none.
     """
-    from datapulse.bridge.host import BridgeStartError, bridge_app, probe_all
+    from datapulse.bridge.config import load_bridge_config
+    from datapulse.bridge.federation import check_prefixes
+    from datapulse.bridge.host import BridgeStartError, bridge_app, federation_app, probe_all
     from datapulse.bridge.proxy import Bridge
     from datapulse.config import ConfigurationError
 
@@ -384,19 +401,35 @@ def proxy(
     upstream_options = {key: options.pop(key) for key in list(options) if key.startswith("upstream_")}
     if options.get("workers") not in (None, 1):
         raise click.UsageError("--workers: datapulse proxy serves from one process; it applies to datapulse serve")
+    if (url is None) == (config_file is None):
+        raise click.UsageError("give either a URL to proxy or --config FILE, not both and not neither")
+    given = [key for key, value in {**ours, **upstream_options}.items() if value not in (None, ())]
+    overridden = given or request_timeout_s is not None or upstream_name is not None or upstream_transport != "auto"
+    if config_file is not None and overridden:
+        raise click.UsageError("with --config, set upstream options per server in the file (or under [defaults])")
     try:
-        ours["credentials"] = _upstream_credentials(upstream_options)
-        spec = _url_server(url, upstream_name, upstream_transport, request_timeout_s, ours)
+        if config_file is not None:
+            specs = load_bridge_config(config_file)
+            check_prefixes(specs)
+        else:
+            assert url is not None
+            ours["credentials"] = _upstream_credentials(upstream_options)
+            specs = [_url_server(url, upstream_name, upstream_transport, request_timeout_s, ours)]
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None
     except ValidationError as exc:
         raise click.UsageError(_validation_message(exc)) from None
     settings, generated, json_logs = _prepare(options, None)
     try:
-        ((info, settled),) = anyio.run(probe_all, [spec])
+        probed = anyio.run(probe_all, specs)
     except BridgeStartError as exc:
-        raise click.ClickException(f"the upstream server does not work: {exc.__cause__ or exc}") from None
-    application = _build(settings, json_logs, make=lambda: bridge_app(Bridge(settled, info), settings))
+        what = "the upstream server" if config_file is None else f"the server {exc.server!r}"
+        raise click.ClickException(f"{what} does not work: {exc.__cause__ or exc}") from None
+    if config_file is not None:
+        application = _build(settings, json_logs, make=lambda: federation_app(probed, settings))
+    else:
+        info, settled = probed[0]
+        application = _build(settings, json_logs, make=lambda: bridge_app(Bridge(settled, info), settings))
     from datapulse.server import run
 
     run(application, settings, generated_token=generated)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -70,10 +70,10 @@ class Runtime:
     cluster_bus: RedisSubscriptionBus | None = None
     """Cluster mode: the bus that relays change events between instances."""
     modern_streams: set[anyio.CancelScope] = field(default_factory=set)
+    """Cancel scopes of 2026-07-28 responses streaming right now (listen streams and streamed calls)."""
     listen_streams: set[anyio.CancelScope] = field(default_factory=set)
     """The open 2026-07-28 ``subscriptions/listen`` streams (also in ``modern_streams``): ended when the cluster's
     change bus loses its subscription, since they would miss other instances' events (the clients listen again)."""
-    """Cancel scopes of 2026-07-28 responses streaming right now (listen streams and streamed calls)."""
     modern_in_flight: int = 0
     """2026-07-28 requests being served right now, ``subscriptions/listen`` streams excepted (the drain waits
     for these to finish; listen streams are ended instead)."""
@@ -84,10 +84,12 @@ class Runtime:
     running: bool = False
     """True between the lifespan's start and the beginning of shutdown's stream teardown."""
     taps: FrameTaps = field(default_factory=FrameTaps)
+    """Watchers of sessions' JSON-RPC traffic (the dashboard's watch streams), by session id."""
     fast_path: FastPath | None = None
     """Serves an MCPServer's hot methods with the least work (`datapulse.fastpath`); None when off or not an
     MCPServer."""
-    """Watchers of sessions' JSON-RPC traffic (the dashboard's watch streams), by session id."""
+    upstreams: Callable[[], Mapping[str, str | None]] | None = None
+    """A bridge or gateway's servers, each with why it is down (None: up), for ``/ready``; None otherwise."""
 
     def new_session_id(self) -> str:
         """A fresh, unguessable session id (192 random bits, URL-safe)."""

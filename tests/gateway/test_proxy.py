@@ -199,9 +199,15 @@ async def test_an_upstream_killed_mid_call_fails_the_call_with_a_clear_error_and
         error = failure[0].error
         assert error.code == CHILD_UNAVAILABLE, error
         assert "upstream" in error.message, error
+        # The proxy serves on: the next calls are refused with the reason, at once, until the upstream is back.
+        with pytest.raises(MCPError) as next_call:
+            await connected.call_tool("echo", {"message": "after"})
+        assert next_call.value.error.code == CHILD_UNAVAILABLE
+        assert "upstream server '127.0.0.1'" in next_call.value.error.message, next_call.value.error
         async with httpx2.AsyncClient(timeout=CALL_TIMEOUT_S) as http:
-            health = await http.get(server.url + "/health")
-        assert health.status_code == 200
+            ready = await http.get(server.url + "/ready")
+        assert ready.status_code == 503, ready.text  # its only upstream is down
+        assert ready.json()["upstreams"]["127.0.0.1"].startswith("down: ")
 
 
 async def test_a_proxy_whose_upstream_cannot_be_reached_exits_1_naming_the_reason() -> None:

@@ -115,6 +115,8 @@ class Child:
         self.upstream_auth = upstream_auth
         self.transport = "stdio"
         self.denied_status: int | None = None
+        self._serving = False
+        self._exit_reported = False
         self._kind = ""
         self._ended: anyio.Event | None = None
         self._tasks_of_connection: TaskGroup | None = None
@@ -152,9 +154,24 @@ class Child:
         detach_log_context()  # started by some request; the child outlives it
         try:
             await self._serve(task_status)
+        except Exception as exc:
+            if not self._serving:
+                raise  # before the handshake: `start` reports it
+            # After it, a transport's own failure (an upstream that went away: the SDK's HTTP transports raise its
+            # connect error out of their task group) ends this child only; the pool's task group, and with it the
+            # app's lifespan, must outlive it.
+            log.warning("%s: the connection failed: %s", self.label, _reason(exc), extra={"child": self.label})
+            self._exited()
         finally:
             self.alive = False
             self._stopped.set()
+
+    def _exited(self) -> None:
+        """The child ended on its own (not by `stop`): tell ``on_exit``, once."""
+        self.alive = False
+        if not self._stopping and not self._exit_reported and self.on_exit is not None:
+            self._exit_reported = True
+            self.on_exit(self)
 
     async def _serve(self, task_status: anyio.abc.TaskStatus[types.InitializeResult]) -> None:
         spec = self.spec
@@ -182,7 +199,7 @@ class Child:
                     f"the {session.protocol_version} handshake: set transport to 'auto' or 'streamable-http'"
                 )
             self.session, self.initialize_result = session, result
-            self.alive = True
+            self.alive = self._serving = True
             self.started_at = self.last_used = time.monotonic()
             log.info("%s: started %s (%s)", self.label, spec.target, self.transport, extra={"child": self.label})
             task_status.started(result)
@@ -190,9 +207,7 @@ class Child:
                 assert self._tasks_of_connection is not None
                 self._tasks_of_connection.start_soon(_cancel_when, ended, watch)
                 await self._stop.wait()
-            self.alive = False
-            if not self._stopping and self.on_exit is not None:
-                self.on_exit(self)
+            self._exited()
 
     async def _connect(self, stack: AsyncExitStack, kind: str) -> tuple[ClientSession, anyio.Event]:
         """Open one transport (``stdio``, ``streamable`` or ``sse``) in ``stack`` and complete the handshake.

@@ -74,6 +74,7 @@ from datapulse.bridge.credentials import UpstreamCredentials
 from datapulse.bridge.environment import DEFAULT_ENV_ALLOW, ENV_NAME
 from datapulse.bridge.filters import BridgeFilters, NameFilter, parse_patterns
 from datapulse.config import ConfigurationError
+from datapulse.ratelimit import parse_limit
 
 __all__ = ["RESERVED_PATHS", "BridgedServer", "Isolation", "UpstreamTransport", "load_bridge_config"]
 
@@ -189,6 +190,16 @@ class BridgedServer(BaseModel):
     request_timeout_s: float = Field(
         default=300.0, gt=0, description="Remote server: longest wait for one forwarded request's answer."
     )
+    prefix: str | None = Field(
+        default=None,
+        description="Federation (proxy --config): what this server's tool and prompt names start with, followed by "
+        "'_' (default: its name).",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Federation: a per-principal limit on each of this server's tools, in DATAPULSE_RATE_LIMIT's "
+        "syntax ('100/minute', '10/second;1000/hour').",
+    )
     credentials: UpstreamCredentials | None = Field(
         default=None,
         repr=False,
@@ -201,6 +212,20 @@ class BridgedServer(BaseModel):
     def _name_shape(cls, value: str) -> str:
         if not _NAME.fullmatch(value):
             raise ValueError(f"server name {value!r} must be 1-64 characters from A-Z a-z 0-9 _ . -")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.fullmatch(value):
+            raise ValueError(f"prefix {value!r} must be 1-64 characters from A-Z a-z 0-9 _ . -")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_limit(value)  # ValueError names what is wrong
         return value
 
     @field_validator("command")

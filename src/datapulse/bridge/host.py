@@ -20,11 +20,12 @@ from mcp import types
 from datapulse.app import create_app, runtime_of
 from datapulse.bridge.child import ChildStartError
 from datapulse.bridge.config import BridgedServer
+from datapulse.bridge.federation import Federation, federation_settings
 from datapulse.bridge.proxy import Bridge, probe
 from datapulse.config import ConfigurationError, Settings
 from datapulse.mounts import Mount, PrefixRouter
 
-__all__ = ["BridgeStartError", "bridge_app", "mount_settings", "mounted_bridges", "probe_all"]
+__all__ = ["BridgeStartError", "bridge_app", "federation_app", "mount_settings", "mounted_bridges", "probe_all"]
 
 _MAX_KEY_PREFIX_CHARS: Final = 32
 
@@ -84,7 +85,8 @@ def mount_settings(settings: Settings, spec: BridgedServer) -> Settings:
 
 
 def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
-    """The DataPulse app serving ``bridge``; the bridge is given its sessions and metrics (`Bridge.sessions`).
+    """The DataPulse app serving ``bridge``; the bridge is given its sessions, metrics and auditor (`Bridge.sessions`),
+    and ``/ready`` reports whether it is down.
 
     Raises:
         ConfigurationError: see `create_app`.
@@ -92,6 +94,26 @@ def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
     app = create_app(settings, server=bridge.server)
     runtime = runtime_of(app)
     bridge.sessions, bridge.metrics, bridge.auditor = runtime.sessions, runtime.metrics, runtime.auditor
+    runtime.upstreams = lambda: {bridge.spec.name: bridge.down}
+    return app
+
+
+def federation_app(probed: Sequence[tuple[types.InitializeResult, BridgedServer]], settings: Settings) -> FastAPI:
+    """One app serving every server of ``probed`` (from `probe_all`) composed into one (`Federation`): each
+    member's scopes and rate limit on its prefixed names (`federation_settings`), ``/ready`` naming members that are
+    down.
+
+    Raises:
+        ConfigurationError: prefixes that could collide (`check_prefixes`), a member's scopes that do not parse, or
+            see `create_app`.
+    """
+    federation = Federation(probed)
+    app = create_app(federation_settings(settings, [spec for _, spec in probed]), server=federation.server)
+    runtime = runtime_of(app)
+    for member in federation.members:
+        bridge = member.bridge
+        bridge.sessions, bridge.metrics, bridge.auditor = runtime.sessions, runtime.metrics, runtime.auditor
+    runtime.upstreams = federation.status
     return app
 
 

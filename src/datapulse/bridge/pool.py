@@ -46,10 +46,13 @@ class Restarting(RuntimeError):
         retry_after_s: seconds until the next start is tried.
     """
 
-    def __init__(self, server: str, retry_after_s: float) -> None:
-        super().__init__(
-            f"the bridged server {server!r} failed again; it is restarted in {retry_after_s:.1f} s: retry then"
+    def __init__(self, server: str, retry_after_s: float, *, remote: bool = False) -> None:
+        what = (
+            f"the upstream server {server!r} is unavailable; it is tried again"
+            if remote
+            else (f"the bridged server {server!r} failed again; it is restarted")
         )
+        super().__init__(f"{what} in {retry_after_s:.1f} s: retry then")
         self.retry_after_s = retry_after_s
 
 
@@ -87,6 +90,8 @@ class ChildPool:
         self._locks: dict[str, anyio.Lock] = {}
         self._backoff: dict[str, _Backoff] = {}
         self.started_total = 0
+        self.last_failure: str | None = None
+        """Why the last start failed or the last child ended, until a child starts again (`down`)."""
 
     @property
     def shared(self) -> bool:
@@ -117,7 +122,7 @@ class ChildPool:
             backoff = self._backoff.setdefault(key, _Backoff())
             wait_s = backoff.not_before - time.monotonic()
             if wait_s > self.spec.restart_backoff_s:
-                raise Restarting(self.spec.name, wait_s)
+                raise Restarting(self.spec.name, wait_s, remote=self.spec.remote)
             await self._make_room()
             if wait_s > 0:
                 await anyio.sleep(wait_s)
@@ -131,14 +136,24 @@ class ChildPool:
             child.key = key
             try:
                 await child.start(self._tasks)
-            except ChildStartError:
+            except ChildStartError as exc:
                 self._count_start("failed")
                 self._failed(key, lived_s=0.0)
+                self.last_failure = str(exc)
                 raise
             self.started_total += 1
+            self.last_failure = None
             self._children[key] = child
             self._count_start("started")
             return child
+
+    @property
+    def down(self) -> str | None:
+        """Why the server is down (its last start failed, or its last child ended, and none is alive), else None.
+        For ``/ready``."""
+        if self.last_failure is None or any(child.alive for child in self._children.values()):
+            return None
+        return self.last_failure
 
     def _count_start(self, outcome: str) -> None:
         if self._metrics is not None:
@@ -156,6 +171,7 @@ class ChildPool:
             self._metrics.bridge_child_exits_total.labels(self.spec.name).inc()
             self._count_live()
         self._failed(key, lived_s=time.monotonic() - child.started_at)
+        self.last_failure = f"{child.label}: ended (exited, crashed or the connection closed)"
 
     def _failed(self, key: str, *, lived_s: float) -> None:
         backoff = self._backoff.setdefault(key, _Backoff())

@@ -52,7 +52,15 @@ from datapulse.metrics import Metrics
 from datapulse.sessions.live import CURRENT_SESSION, LiveSession
 from datapulse.sessions.manager import SessionManager
 
-__all__ = ["CHILD_UNAVAILABLE", "Bridge", "probe", "settled", "upstream_auth"]
+__all__ = [
+    "CHILD_UNAVAILABLE",
+    "RESOURCE_NOT_FOUND",
+    "Bridge",
+    "RelayedCapabilitiesServer",
+    "probe",
+    "settled",
+    "upstream_auth",
+]
 
 log = logging.getLogger("datapulse.bridge")
 
@@ -149,36 +157,36 @@ class Bridge:
         capabilities = info.capabilities
         handlers: dict[str, Any] = {}
         if capabilities.tools is not None:
-            handlers |= {"on_list_tools": self._list_tools, "on_call_tool": self._call_tool}
+            handlers |= {"on_list_tools": self.list_tools, "on_call_tool": self.call_tool}
         if capabilities.resources is not None:
             handlers |= {
-                "on_list_resources": self._list_resources,
-                "on_list_resource_templates": self._list_resource_templates,
-                "on_read_resource": self._read_resource,
+                "on_list_resources": self.list_resources,
+                "on_list_resource_templates": self.list_resource_templates,
+                "on_read_resource": self.read_resource,
             }
             if capabilities.resources.subscribe:
-                handlers |= {"on_subscribe_resource": self._subscribe, "on_unsubscribe_resource": self._unsubscribe}
+                handlers |= {"on_subscribe_resource": self.subscribe, "on_unsubscribe_resource": self.unsubscribe}
         if capabilities.prompts is not None:
-            handlers |= {"on_list_prompts": self._list_prompts, "on_get_prompt": self._get_prompt}
+            handlers |= {"on_list_prompts": self.list_prompts, "on_get_prompt": self.get_prompt}
         if capabilities.completions is not None:
-            handlers["on_completion"] = self._complete
+            handlers["on_completion"] = self.complete
         if capabilities.logging is not None:
-            handlers["on_set_logging_level"] = self._set_logging_level
+            handlers["on_set_logging_level"] = self.set_logging_level
         elif spec.transport == "modern":
             # A 2026-07-28 upstream has no logging/setLevel: its log messages are opted into per request (the
             # child's session asks for every level) and reach handshake-era clients as they did before.
             handlers["on_set_logging_level"] = _accept_logging_level
-        self.server: Server[Any] = _BridgedServer(
+        self.server: Server[Any] = RelayedCapabilitiesServer(
             capabilities,
             info.server_info.name,
             version=info.server_info.version,
             instructions=info.instructions,
-            lifespan=self._lifespan,
+            lifespan=self.lifespan,
             **handlers,
         )
 
     @asynccontextmanager
-    async def _lifespan(self, _server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(self, _server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
         async with anyio.create_task_group() as tasks:
             self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics, upstream_auth(self.spec))
             tasks.start_soon(self._sweep_forever)
@@ -188,6 +196,11 @@ class Bridge:
                 with anyio.CancelScope(shield=True):
                     await self.pool.stop_all()
                 tasks.cancel_scope.cancel()
+
+    @property
+    def down(self) -> str | None:
+        """Why the bridged server is down (its last start failed or its last child ended, none alive), else None."""
+        return None if self.pool is None else self.pool.down
 
     def session_alive(self, session_id: str) -> bool:
         """Whether the DataPulse session ``session_id`` still exists (True while `sessions` is unset)."""
@@ -215,9 +228,12 @@ class Bridge:
             child = await self.pool.child_for(self._key())
         except ChildStartError as exc:
             log.warning("%s", exc)
+            what = (
+                "upstream server {!r} cannot be reached" if self.spec.remote else "bridged server {!r} could not start"
+            )
             raise MCPError(
                 code=CHILD_UNAVAILABLE,
-                message=f"the bridged server {self.spec.name!r} could not start; retry shortly",
+                message=f"the {what.format(self.spec.name)}; retry shortly",
                 data={"reason": "start_failed"},
             ) from None
         except Restarting as exc:
@@ -293,12 +309,12 @@ class Bridge:
             )
         return exc
 
-    async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+    async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         result = await self._forward(ctx, lambda session: session.list_tools(params=_page(params)))
         tools = self.spec.tools
         return result.model_copy(update={"tools": [tool for tool in result.tools if tools.permits(tool.name)]})
 
-    async def _call_tool(
+    async def call_tool(
         self, ctx: Ctx, params: types.CallToolRequestParams
     ) -> types.CallToolResult | types.InputRequiredResult:
         if not self.spec.tools.permits(params.name):
@@ -316,12 +332,12 @@ class Bridge:
 
         return await self._forward(ctx, call)
 
-    async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
+    async def list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListResourcesResult:
         result = await self._forward(ctx, lambda session: session.list_resources(params=_page(params)))
         allowed = [resource for resource in result.resources if self.spec.resources.permits(str(resource.uri))]
         return result.model_copy(update={"resources": allowed})
 
-    async def _list_resource_templates(
+    async def list_resource_templates(
         self, ctx: Ctx, params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
         result = await self._forward(ctx, lambda session: session.list_resource_templates(params=_page(params)))
@@ -329,7 +345,7 @@ class Bridge:
         allowed = [template for template in result.resource_templates if filters.permits(template.uri_template)]
         return result.model_copy(update={"resource_templates": allowed})
 
-    async def _read_resource(
+    async def read_resource(
         self, ctx: Ctx, params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult | types.InputRequiredResult:
         uri = str(params.uri)
@@ -337,7 +353,7 @@ class Bridge:
             raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {uri}")
         return await self._forward(ctx, lambda session: session.read_resource(uri))
 
-    async def _subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
+    async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
         if not self.spec.resources.permits(uri):
             raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {uri}")
@@ -347,7 +363,7 @@ class Bridge:
             session.resource_subscriptions.add(uri)
         return result
 
-    async def _unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
+    async def unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
         session = CURRENT_SESSION.get()
         if session is not None:
@@ -357,22 +373,22 @@ class Bridge:
             return types.EmptyResult()  # another client of the shared child still wants the updates
         return await self._forward(ctx, lambda child: child.unsubscribe_resource(uri))
 
-    async def _set_logging_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
+    async def set_logging_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         return await self._forward(ctx, lambda session: session.set_logging_level(params.level))
 
-    async def _list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
+    async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         result = await self._forward(ctx, lambda session: session.list_prompts(params=_page(params)))
         allowed = [prompt for prompt in result.prompts if self.spec.prompts.permits(prompt.name)]
         return result.model_copy(update={"prompts": allowed})
 
-    async def _get_prompt(
+    async def get_prompt(
         self, ctx: Ctx, params: types.GetPromptRequestParams
     ) -> types.GetPromptResult | types.InputRequiredResult:
         if not self.spec.prompts.permits(params.name):
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name}")
         return await self._forward(ctx, lambda session: session.get_prompt(params.name, params.arguments))
 
-    async def _complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
+    async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
         return await self._forward(ctx, lambda session: session.complete(params.ref, argument, context))
@@ -404,9 +420,10 @@ def _page(params: types.PaginatedRequestParams | None) -> types.PaginatedRequest
     return types.PaginatedRequestParams(cursor=params.cursor)
 
 
-class _BridgedServer(Server[Any]):
-    """A low-level server that announces the child's ``listChanged`` flags to handshake-era clients (the SDK
-    derives them from `NotificationOptions`, which know nothing of the child; the 2026-07-28 derivation is kept)."""
+class RelayedCapabilitiesServer(Server[Any]):
+    """A low-level server that announces the ``listChanged`` flags of what it relays (a child, or a federation's
+    members merged) to handshake-era clients (the SDK derives them from `NotificationOptions`, which know nothing
+    of them; the 2026-07-28 derivation is kept)."""
 
     def __init__(self, child: types.ServerCapabilities, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
