@@ -326,6 +326,11 @@ class Phase:
     async def prepare(self, target: Target, clients: list[Any]) -> None:
         """After every client's setup, before the window (untimed; an exception fails the cell's setup)."""
 
+    def measures(self, target: Target, conc: int) -> bool:
+        """Whether ``target`` runs at concurrency ``conc`` (default: every target at every concurrency of the phase;
+        a target left out at the top one warms up at the highest it runs at)."""
+        return True
+
     def verify_problem(self, target: Target, cell: CellResult) -> str | None:
         """Why a verification cell fails (None: it passed)."""
         return f"{cell.ok} ok, {cell.failed} bad: {cell.errors}" if cell.flagged else None
@@ -382,8 +387,10 @@ class Phase:
         if args.warmup > 0:
             log(f"{self.title}warm-up: {args.warmup:g} s per target at c={top}")
             for target in targets:
-                await wait_idle(self.everyone)
-                await self.cell(target, top, args.warmup, False)
+                runs_at = [c for c in self.concurrencies if self.measures(target, c)]
+                if runs_at:
+                    await wait_idle(self.everyone)
+                    await self.cell(target, max(runs_at), args.warmup, False)
         for rnd in range(args.rounds):
             order = round_order(blocks, rnd)
             log(f"{self.title}round {rnd + 1}/{args.rounds}: order {' '.join(t.key for b in order for t in b)}")
@@ -391,6 +398,8 @@ class Phase:
             for conc in self.concurrencies if rnd % 2 == 0 else self.concurrencies[::-1]:
                 for block in order:
                     for target in round_order(block, turn):
+                        if not self.measures(target, conc):
+                            continue
                         await wait_idle(self.everyone)
                         cell = await self.cell(target, conc, args.duration, True)
                         cell.extra["other_cpu"] = self.other_cpu(cell)
