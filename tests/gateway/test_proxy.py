@@ -5,6 +5,9 @@ reached with the SDK's Python client in each client era: era translation both wa
 
 from __future__ import annotations
 
+import json
+import secrets
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -250,3 +253,35 @@ async def test_a_proxy_pinned_to_an_era_its_upstream_does_not_speak_exits_1(
         )
     assert finished.returncode == 1, finished
     assert says in finished.stderr, finished.stderr
+
+
+async def test_the_callers_trace_continues_to_the_upstream_as_a_traceparent_header() -> None:
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    with anyio.fail_after(90):
+        result = await anyio.run_process(
+            [sys.executable, "-m", "tests.support.gateway_trace_probe", f"00-{trace_id}-{parent_id}-01"],
+            cwd=REPO_ROOT,
+            check=False,
+            stderr=subprocess.STDOUT,
+        )
+    output = result.stdout.decode()
+    assert result.returncode == 0, output[-4000:]
+    (line,) = [json.loads(text) for text in output.splitlines() if text.startswith("{")]
+    version, upstream_trace_id, upstream_parent_id, _ = line["upstream_traceparent"].split("-")
+    assert (version, upstream_trace_id) == ("00", trace_id)
+    assert upstream_parent_id != parent_id  # a span of the proxy's own sits in between
+
+
+async def test_a_sampling_request_of_the_upstream_fails_clearly_for_a_2026_client_which_has_no_back_channel() -> None:
+    async def sampling(_context: object, params: CreateMessageRequestParams) -> CreateMessageResult:
+        raise AssertionError("a 2026-07-28 stateless client is never asked")
+
+    async with (
+        spawn_upstream("2025") as upstream,
+        proxy(upstream) as server,
+        client(server, "2026", sampling_callback=sampling) as connected,
+    ):
+        with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as caught:
+            await connected.call_tool("sample", {"question": "why"})
+    assert "cannot reach this client" in caught.value.error.message
+    assert "2025-11-25 session" in caught.value.error.message

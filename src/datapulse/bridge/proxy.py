@@ -37,7 +37,7 @@ import httpx2
 from mcp import ClientSession, types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
-from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError, NoBackChannelError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
@@ -474,6 +474,13 @@ class _ClientRequests:
             )
         try:
             return await ctx.session.send_request(request, result_type)
+        except NoBackChannelError:
+            return types.ErrorData(
+                code=types.INVALID_REQUEST,
+                message=f"{what} from the upstream server cannot reach this client: its request came over 2026-07-28 "
+                "stateless HTTP, which has no channel for a server's own requests (2026-07-28 asks with "
+                "input-required results instead); connect with a 2025-11-25 session (/mcp with initialize) or /sse",
+            )
         except MCPError as exc:
             return exc.error
 

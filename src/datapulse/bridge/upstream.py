@@ -24,6 +24,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
+from opentelemetry import propagate
 
 from datapulse.bridge.config import BridgedServer, UpstreamTransport
 
@@ -135,7 +136,20 @@ def _client(
     timeout: httpx2.Timeout,
 ) -> httpx2.AsyncClient:
     transport = DenialAsJsonRpc(httpx2.AsyncHTTPTransport(), spec.name, on_status)
-    return httpx2.AsyncClient(headers=dict(headers), auth=auth, timeout=timeout, transport=transport)
+    return httpx2.AsyncClient(
+        headers=dict(headers),
+        auth=auth,
+        timeout=timeout,
+        transport=transport,
+        event_hooks={"request": [_carry_trace_context]},
+    )
+
+
+async def _carry_trace_context(request: httpx2.Request) -> None:
+    """Put the current trace context on an upstream request as W3C ``traceparent``/``tracestate`` headers (the
+    SDK's client also carries it in the request's ``_meta``, MCP's own carrier; an upstream or a proxy in between
+    may read either). Nothing is added while no trace is active (no tracer provider, or an unsampled no-op span)."""
+    propagate.inject(request.headers)
 
 
 @asynccontextmanager
