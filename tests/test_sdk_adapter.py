@@ -50,6 +50,15 @@ def test_the_clients_era_negotiation_takes_one_session_and_is_a_coroutine() -> N
     assert list(inspect.signature(_sdk.negotiate_auto).parameters) == ["session"]
 
 
+def test_the_clients_input_required_driver_takes_the_first_result_dispatch_retry_and_max_rounds() -> None:
+    # datapulse.bridge.proxy answers an upstream's input-required rounds for a handshake-era client with the SDK's
+    # own driver (mcp.client._input_required.run_input_required_driver), which has no public name.
+    assert inspect.iscoroutinefunction(_sdk.run_input_required_driver)
+    parameters = inspect.signature(_sdk.run_input_required_driver).parameters
+    assert list(parameters) == ["first", "dispatch", "retry", "max_rounds"]
+    assert issubclass(_sdk.InputRequiredRoundsExceededError, RuntimeError)
+
+
 def test_the_private_lowlevel_server_attribute_still_exists() -> None:
     server = _sdk.MCPServer("probe")
     assert isinstance(_sdk.lowlevel_server(server), _sdk.Server)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
+from mcp.client._input_required import InputRequiredRoundsExceededError, run_input_required_driver
 from mcp.client._probe import negotiate_auto
 from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.auth.middleware.auth_context import auth_context_var
@@ -64,6 +65,7 @@ __all__ = [
     "HandlerEntry",
     "InboundLadderRejection",
     "InitializeRequestParams",
+    "InputRequiredRoundsExceededError",
     "MCPError",
     "MCPServer",
     "NoBackChannelError",
@@ -89,6 +91,7 @@ __all__ = [
     "replace_subscription_bus",
     "request_context",
     "result_serializer",
+    "run_input_required_driver",
     "serve_one",
     "static_resource",
     "subscription_bus",

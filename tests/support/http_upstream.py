@@ -3,11 +3,13 @@
 Run from the repository root::
 
     python -m tests.support.http_upstream --era {2026,2025,2024} --port N [--bearer TOKEN] [--host 127.0.0.1]
+        [--app MODULE:ATTR]
 
 It serves the tests' SDK server (`tests.support.stdio_server.build_server`: tools echo, increment, pid, crash,
 slow, sample, log, change_tools, touch, ...; resource ``stdio://info``; template ``stdio://items/{item}``; prompt
-``greet``) under real uvicorn, prints one line ``upstream ready http://HOST:PORT era=ERA`` on stdout once it
-listens (``--port 0``: a free port, named in that line) and serves until SIGTERM.
+``greet``), or with ``--app MODULE:ATTR`` the ``MCPServer`` at that attribute (e.g.
+``tests.conformance.fixture_server:app``), under real uvicorn, prints one line ``upstream ready http://HOST:PORT
+era=ERA`` on stdout once it listens (``--port 0``: a free port, named in that line) and serves until SIGTERM.
 
 Eras, all on the SDK's own apps (mcp 2.3.0):
 
@@ -44,13 +46,14 @@ from __future__ import annotations
 
 import argparse
 import hmac
+import importlib
 import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
@@ -59,6 +62,7 @@ import anyio
 import uvicorn
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from mcp.server.mcpserver import MCPServer
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp_types import (
     INVALID_REQUEST,
@@ -341,9 +345,24 @@ class Gate:
         await self.app(scope, receive, send)
 
 
-def build_app(era: Era, *, bearer: str | None = None, host: str = "127.0.0.1") -> Gate:
-    """The ASGI app of an upstream of ``era`` (see the module docstring)."""
-    server = build_server(Noise())
+def load_server(spec: str) -> MCPServer[Any]:
+    """The ``MCPServer`` named by ``MODULE:ATTR`` (imported)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"expected MODULE:ATTR, got {spec!r}")
+    server = getattr(importlib.import_module(module_name), attr)
+    if not isinstance(server, MCPServer):
+        raise TypeError(f"{spec} is a {type(server).__name__}, not an MCPServer")
+    return server
+
+
+def build_app(
+    era: Era, *, bearer: str | None = None, host: str = "127.0.0.1", server: MCPServer[Any] | None = None
+) -> Gate:
+    """The ASGI app of an upstream of ``era`` (see the module docstring), serving ``server`` (default: the tests'
+    `build_server`)."""
+    if server is None:
+        server = build_server(Noise())
     inner: ASGIApp
     if era == "2026":
         # The SDK routes 2026-07-28 requests on their header before its stateless/stateful switch, so the flag
@@ -354,8 +373,27 @@ def build_app(era: Era, *, bearer: str | None = None, host: str = "127.0.0.1") -
             server.streamable_http_app(streamable_http_path=MCP_PATH, stateless_http=False, host=host)
         )
     else:
-        inner = server.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, host=host)
+        sse = server.sse_app(sse_path=SSE_PATH, message_path=MESSAGES_PATH, host=host)
+        sse.router.lifespan_context = _server_lifespan(server)
+        inner = sse
     return Gate(inner, bearer)
+
+
+def _server_lifespan(server: MCPServer[Any]) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A Starlette lifespan that holds ``server``'s own lifespan for as long as the app is served.
+
+    The SDK's ``sse_app()`` enters the server lifespan once per SSE connection only (its streamable app enters it
+    once for the process), so a server whose lifespan drives process-wide state (the conformance fixture's dynamic
+    tool, resource and prompt) would otherwise start over with every connection made after all others closed.
+    Connections still enter it on their own as well; the default server's lifespan does nothing."""
+    lowlevel = server._lowlevel_server
+
+    @asynccontextmanager
+    async def hold(_app: Any) -> AsyncIterator[None]:
+        async with lowlevel.lifespan(lowlevel):
+            yield
+
+    return hold
 
 
 # --- the command -----------------------------------------------------------------------------------------------------
@@ -383,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True, help="the port to listen on (0: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     parser.add_argument("--bearer", metavar="TOKEN", help="refuse requests without Authorization: Bearer TOKEN")
+    parser.add_argument("--app", metavar="MODULE:ATTR", help="serve this MCPServer instead of the tests' default")
     args = parser.parse_args(argv)
     era: Era = args.era
     host: str = args.host
@@ -392,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{READY_PREFIX}http://{shown}:{port} era={era}", flush=True)
 
     config = uvicorn.Config(
-        build_app(era, bearer=args.bearer, host=host),
+        build_app(era, bearer=args.bearer, host=host, server=None if args.app is None else load_server(args.app)),
         host=host,
         port=args.port,
         log_level="warning",
@@ -470,10 +509,10 @@ async def _stop(process: Process) -> None:
 
 
 @asynccontextmanager
-async def spawn_upstream(era: Era, *, bearer: str | None = None) -> AsyncIterator[Upstream]:
-    """Run ``python -m tests.support.http_upstream --era ERA --port 0`` (on a free port it picks itself) until its
-    ready line, yield it, and stop it on exit: SIGTERM, then SIGKILL if it is still running `STOP_TIMEOUT_S` later.
-    Its stderr is collected into ``Upstream.stderr`` throughout.
+async def spawn_upstream(era: Era, *, bearer: str | None = None, app: str | None = None) -> AsyncIterator[Upstream]:
+    """Run ``python -m tests.support.http_upstream --era ERA --port 0`` (on a free port it picks itself; with
+    ``--bearer`` and ``--app`` when given) until its ready line, yield it, and stop it on exit: SIGTERM, then
+    SIGKILL if it is still running `STOP_TIMEOUT_S` later. Its stderr is collected into ``Upstream.stderr`` throughout.
 
     Raises:
         RuntimeError: it exited before it was ready (its stderr in the message).
@@ -482,6 +521,8 @@ async def spawn_upstream(era: Era, *, bearer: str | None = None) -> AsyncIterato
     argv = [sys.executable, "-m", "tests.support.http_upstream", "--era", era, "--port", "0"]
     if bearer is not None:
         argv += ["--bearer", bearer]
+    if app is not None:
+        argv += ["--app", app]
     process = await anyio.open_process(
         argv,
         cwd=str(REPO_ROOT),

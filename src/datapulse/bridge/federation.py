@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -175,8 +175,17 @@ class Federation:
             version=__version__,
             instructions=instructions or None,
             lifespan=self._lifespan,
+            get_tool_input_schema=self.tool_input_schema,
             **handlers,
         )
+
+    def tool_input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """A (prefixed) tool's input schema as its member last listed it, for the ``Mcp-Param-*`` header check."""
+        for member in self.members:
+            own = member.own(name)
+            if own is not None:
+                return member.bridge.tool_input_schema(own)
+        return None
 
     def status(self) -> dict[str, str | None]:
         """Each member's name and why it is down (None: up), for ``/ready``."""

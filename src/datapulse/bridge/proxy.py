@@ -28,7 +28,7 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
@@ -41,6 +41,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError, NoBackChannel
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
+from datapulse import _sdk
 from datapulse.audit import Auditor
 from datapulse.auth.authorization import CURRENT_PRINCIPAL
 from datapulse.bridge import credentials, upstream
@@ -154,6 +155,7 @@ class Bridge:
         self.metrics: Metrics | None = None
         self.auditor: Auditor | None = None
         self.pool: ChildPool | None = None
+        self._input_schemas: dict[str, Mapping[str, Any]] = {}
         capabilities = info.capabilities
         handlers: dict[str, Any] = {}
         if capabilities.tools is not None:
@@ -170,18 +172,19 @@ class Bridge:
             handlers |= {"on_list_prompts": self.list_prompts, "on_get_prompt": self.get_prompt}
         if capabilities.completions is not None:
             handlers["on_completion"] = self.complete
-        if capabilities.logging is not None:
-            handlers["on_set_logging_level"] = self.set_logging_level
-        elif spec.transport == "modern":
-            # A 2026-07-28 upstream has no logging/setLevel: its log messages are opted into per request (the
-            # child's session asks for every level) and reach handshake-era clients as they did before.
+        if spec.transport == "modern":
+            # A 2026-07-28 upstream has no logging/setLevel (even when it declares logging): its log messages are
+            # opted into per request (the child's session asks for every level) and reach every client as before.
             handlers["on_set_logging_level"] = _accept_logging_level
+        elif capabilities.logging is not None:
+            handlers["on_set_logging_level"] = self.set_logging_level
         self.server: Server[Any] = RelayedCapabilitiesServer(
             capabilities,
             info.server_info.name,
             version=info.server_info.version,
             instructions=info.instructions,
             lifespan=self.lifespan,
+            get_tool_input_schema=self.tool_input_schema,
             **handlers,
         )
 
@@ -311,8 +314,15 @@ class Bridge:
 
     async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         result = await self._forward(ctx, lambda session: session.list_tools(params=_page(params)))
-        tools = self.spec.tools
-        return result.model_copy(update={"tools": [tool for tool in result.tools if tools.permits(tool.name)]})
+        tools = [tool for tool in result.tools if self.spec.tools.permits(tool.name)]
+        for tool in tools:
+            self._input_schemas[tool.name] = tool.input_schema
+        return result.model_copy(update={"tools": tools})
+
+    def tool_input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """A tool's input schema as its last listing here gave it (None before one), for the transports'
+        ``Mcp-Param-*`` header check (spec 2026-07-28 basic/transports/streamable-http)."""
+        return self._input_schemas.get(name)
 
     async def call_tool(
         self, ctx: Ctx, params: types.CallToolRequestParams
@@ -324,11 +334,21 @@ class Bridge:
             await ctx.session.report_progress(progress, total, message)
 
         async def call(session: ClientSession) -> types.CallToolResult | types.InputRequiredResult:
-            result = await session.call_tool(
-                params.name, params.arguments, progress_callback=progress, allow_input_required=True
-            )
-            assert isinstance(result, types.CallToolResult | types.InputRequiredResult)
-            return result
+            async def attempt(
+                responses: types.InputResponses | None, state: str | None
+            ) -> types.CallToolResult | types.InputRequiredResult:
+                result = await session.call_tool(
+                    params.name,
+                    params.arguments,
+                    progress_callback=progress,
+                    input_responses=responses,
+                    request_state=state,
+                    allow_input_required=True,
+                )
+                assert isinstance(result, types.CallToolResult | types.InputRequiredResult)
+                return result
+
+            return await _answered(ctx, attempt, params.input_responses, params.request_state)
 
         return await self._forward(ctx, call)
 
@@ -351,7 +371,18 @@ class Bridge:
         uri = str(params.uri)
         if not self.spec.resources.permits(uri):
             raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {uri}")
-        return await self._forward(ctx, lambda session: session.read_resource(uri))
+
+        async def call(session: ClientSession) -> types.ReadResourceResult | types.InputRequiredResult:
+            async def attempt(
+                responses: types.InputResponses | None, state: str | None
+            ) -> types.ReadResourceResult | types.InputRequiredResult:
+                return await session.read_resource(
+                    uri, input_responses=responses, request_state=state, allow_input_required=True
+                )
+
+            return await _answered(ctx, attempt, params.input_responses, params.request_state)
+
+        return await self._forward(ctx, call)
 
     async def subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> types.EmptyResult:
         uri = str(params.uri)
@@ -386,12 +417,74 @@ class Bridge:
     ) -> types.GetPromptResult | types.InputRequiredResult:
         if not self.spec.prompts.permits(params.name):
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt: {params.name}")
-        return await self._forward(ctx, lambda session: session.get_prompt(params.name, params.arguments))
+
+        async def call(session: ClientSession) -> types.GetPromptResult | types.InputRequiredResult:
+            async def attempt(
+                responses: types.InputResponses | None, state: str | None
+            ) -> types.GetPromptResult | types.InputRequiredResult:
+                return await session.get_prompt(
+                    params.name,
+                    params.arguments,
+                    input_responses=responses,
+                    request_state=state,
+                    allow_input_required=True,
+                )
+
+            return await _answered(ctx, attempt, params.input_responses, params.request_state)
+
+        return await self._forward(ctx, call)
 
     async def complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> types.CompleteResult:
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
         return await self._forward(ctx, lambda session: session.complete(params.ref, argument, context))
+
+
+INPUT_REQUIRED_MAX_ROUNDS: Final = 8
+"""Rounds of an upstream's input-required results DataPulse answers for a handshake-era client before giving up."""
+INPUT_RESULT_TYPES: Final[dict[type[Any], type[Any]]] = {
+    types.CreateMessageRequest: types.CreateMessageResult,
+    types.ElicitRequest: types.ElicitResult,
+    types.ListRootsRequest: types.ListRootsResult,
+}
+
+R = TypeVar("R")
+
+
+async def _answered(
+    ctx: Ctx,
+    attempt: Callable[[types.InputResponses | None, str | None], Awaitable[R | types.InputRequiredResult]],
+    responses: types.InputResponses | None,
+    state: str | None,
+) -> R | types.InputRequiredResult:
+    """Forward a request that may be answered with an input-required result (2026-07-28 multi-round-trip).
+
+    A 2026-07-28 client gets that result as it is and retries itself: its ``inputResponses`` and ``requestState``
+    are forwarded (``responses``, ``state``). A handshake-era client (a session: it has a back-channel) cannot take
+    that result, so DataPulse runs the rounds for it with the SDK's own driver: each embedded request
+    (sampling, elicitation, roots) goes to the client as a real request on the call's stream, and the upstream is
+    asked again with the answers, at most `INPUT_REQUIRED_MAX_ROUNDS` times.
+    """
+    first = await attempt(responses, state)
+    if not isinstance(first, types.InputRequiredResult) or CURRENT_SESSION.get() is None:
+        return first
+
+    async def dispatch(key: str, request: types.InputRequest) -> types.InputResponse | types.ErrorData:
+        try:
+            answer: types.InputResponse = await ctx.session.send_request(request, INPUT_RESULT_TYPES[type(request)])
+        except MCPError as exc:
+            return exc.error
+        return answer
+
+    try:
+        return await _sdk.run_input_required_driver(
+            first, dispatch=dispatch, retry=attempt, max_rounds=INPUT_REQUIRED_MAX_ROUNDS
+        )
+    except _sdk.InputRequiredRoundsExceededError:
+        raise MCPError(
+            code=types.INTERNAL_ERROR,
+            message=f"the upstream server asked for input more than {INPUT_REQUIRED_MAX_ROUNDS} times in a row",
+        ) from None
 
 
 RESERVED_META_PREFIX: Final = "io.modelcontextprotocol/"
