@@ -70,24 +70,7 @@ BOUNDARY_CHECKS: Final[Mapping[Era, Mapping[str, frozenset[str]]]] = {
 }
 """Per upstream era: the scenarios of its baseline file, and the only checks of each that may fail there."""
 
-_CAPABILITIES: Final = (
-    "server-stateless: the 2026-07-28 client's per-request clientCapabilities do not reach the upstream "
-    "(sep-2575-server-rejects-undeclared-capability)"
-)
-KNOWN_PROXY_BUGS: Final[Mapping[tuple[Era, Requirements], tuple[str, frozenset[str]]]] = {
-    ("2026", "2025-11-25"): (
-        "proxy gap: resources/(un)subscribe of a handshake-era client is forwarded to a 2026-07-28 upstream, which "
-        "has no such method (-32601): it would have to become a subscriptions/listen stream to the upstream",
-        frozenset({"resources-subscribe", "resources-unsubscribe"}),
-    ),
-    ("2026", "2026-07-28"): (
-        "proxy gap: " + _CAPABILITIES + "; the upstream asks the client for elicitation it did not declare "
-        "(input-required-result-capability-check)",
-        frozenset({"server-stateless", "input-required-result-capability-check"}),
-    ),
-    ("2025", "2026-07-28"): ("proxy gap: " + _CAPABILITIES, frozenset({"server-stateless"})),
-    ("2024", "2026-07-28"): ("proxy gap: " + _CAPABILITIES, frozenset({"server-stateless"})),
-}
+KNOWN_PROXY_BUGS: Final[Mapping[tuple[Era, Requirements], tuple[str, frozenset[str]]]] = {}
 """Cells failing because of a proxy gap (something that should work through a proxy), and the scenarios failing
 because of it; each cell is xfail(strict=True) until fixed."""
 

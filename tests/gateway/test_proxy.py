@@ -133,7 +133,7 @@ async def test_progress_and_log_messages_of_the_upstream_reach_the_client(
         assert seen_progress == [0]
 
 
-@pytest.mark.parametrize("upstream_era", ["2025", "2024"], ids=lambda era: f"{era}-upstream")
+@pytest.mark.parametrize("upstream_era", UPSTREAM_ERAS, ids=lambda era: f"{era}-upstream")
 async def test_a_tool_list_change_of_the_upstream_reaches_the_clients_session(upstream_era: Era) -> None:
     notifications = Notifications()
     async with (

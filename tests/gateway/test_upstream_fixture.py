@@ -319,7 +319,15 @@ async def test_the_upstream_records_the_last_authorization_and_traceparent_it_wa
             with_token = (await http.get("/_upstream/seen")).json()
             refused = await http.post("/mcp", content=initialize_request(), headers=legacy_headers())
             after = (await http.get("/_upstream/seen")).json()
-    assert before == {"requests": 0, "method": None, "path": None, "authorization": None, "traceparent": None}
+    assert before == {
+        "requests": 0,
+        "method": None,
+        "path": None,
+        "authorization": None,
+        "traceparent": None,
+        "session": None,
+        "sessions": [],
+    }
     assert with_token["requests"] >= 3  # at least the probe, initialize and the call
     assert (with_token["path"], with_token["authorization"], with_token["traceparent"]) == (
         "/mcp",
@@ -333,7 +341,10 @@ async def test_the_upstream_records_the_last_authorization_and_traceparent_it_wa
         "path": "/mcp",
         "authorization": None,
         "traceparent": None,
+        "session": None,  # the refused initialize carried none
+        "sessions": with_token["sessions"],
     }
+    assert len(with_token["sessions"]) == 1  # the 2025 session the client opened
 
 
 async def test_kill_stops_the_upstream_at_once_so_new_connections_are_refused() -> None:

@@ -35,9 +35,10 @@ Eras, all on the SDK's own apps (mcp 2.3.0):
 
 ``--bearer TOKEN``: every request without ``Authorization: Bearer TOKEN`` gets 401 (constant-time comparison),
 except ``GET /_upstream/seen``, which is never authenticated and answers ``{"requests": N, "method": ...,
-"path": ..., "authorization": ..., "traceparent": ...}``: how many requests the upstream got (``/_upstream/seen``
-itself not counted, refused ones counted) and the method, path, ``Authorization`` and ``traceparent`` of the last
-one (``null`` when absent), so a test can tell what a gateway sent upstream.
+"path": ..., "authorization": ..., "traceparent": ..., "session": ..., "sessions": [...]}``: how many requests the
+upstream got (``/_upstream/seen`` itself not counted, refused ones counted), the method, path, ``Authorization``,
+``traceparent`` and ``Mcp-Session-Id`` of the last one (``null`` when absent), and every ``Mcp-Session-Id`` any
+request carried, so a test can tell what a gateway sent upstream.
 
 `spawn_upstream` runs this command as a subprocess for a test.
 """
@@ -287,6 +288,10 @@ class Seen:
     path: str | None = None
     authorization: str | None = None
     traceparent: str | None = None
+    session: str | None = None
+    """The last request's ``Mcp-Session-Id``."""
+    sessions: set[str] = field(default_factory=set)
+    """Every ``Mcp-Session-Id`` a request carried (how many upstream sessions the gateway used)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -295,6 +300,8 @@ class Seen:
             "path": self.path,
             "authorization": self.authorization,
             "traceparent": self.traceparent,
+            "session": self.session,
+            "sessions": sorted(self.sessions),
         }
 
 
@@ -332,6 +339,9 @@ class Gate:
         self.seen.path = scope["path"]
         self.seen.authorization = authorization
         self.seen.traceparent = _header(scope, b"traceparent")
+        self.seen.session = _header(scope, b"mcp-session-id")
+        if self.seen.session is not None:
+            self.seen.sessions.add(self.seen.session)
         if self.expected is not None and not hmac.compare_digest(
             (authorization or "").encode("latin-1"), self.expected
         ):

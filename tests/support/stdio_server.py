@@ -16,8 +16,9 @@ Tools:
 ``delete_everything() -> str`` returns ``"deleted nothing"`` (a name for tool-filter tests)
 ``sample(question) -> str``    asks the client for sampling (``sampling/createMessage``) and returns its text
 ``log(message) -> str``        sends ``message`` as a ``notifications/message`` (level info) about this call
-``change_tools() -> str``      sends ``notifications/tools/list_changed`` on the session
-``touch(uri) -> str``          sends ``notifications/resources/updated`` for ``uri`` on the session
+``change_tools() -> str``      sends ``notifications/tools/list_changed`` on the session (2026-07-28: to listen streams)
+``touch(uri) -> str``          sends ``notifications/resources/updated`` for ``uri`` on the session (2026-07-28: to
+                               listen streams subscribed to it)
 
 Resource ``stdio://info`` (text), resource template ``stdio://items/{item}``, prompt ``greet(name)``.
 
@@ -135,13 +136,15 @@ def build_server(noise: Noise) -> MCPServer[Any]:
 
     @server.tool()
     async def change_tools(ctx: Context) -> str:
-        await ctx.session.send_tool_list_changed()
+        await ctx.session.send_tool_list_changed()  # handshake era: on the session
+        await ctx.notify_tools_changed()  # 2026-07-28: to subscriptions/listen streams
         called("change_tools")
         return "changed"
 
     @server.tool()
     async def touch(uri: str, ctx: Context) -> str:
-        await ctx.session.send_resource_updated(uri)
+        await ctx.session.send_resource_updated(uri)  # handshake era: to the session
+        await ctx.notify_resource_updated(uri)  # 2026-07-28: to listen streams subscribed to it
         called("touch")
         return "touched"
 

@@ -36,10 +36,11 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from datapulse import _sdk
 from datapulse.bridge import upstream
 from datapulse.bridge.config import BridgedServer
+from datapulse.bridge.continuity import UpstreamSession
 from datapulse.bridge.environment import child_environment
 from datapulse.logs import detach_log_context
 
-__all__ = ["Child", "ChildStartError", "ClientRequests"]
+__all__ = ["Child", "ChildStartError", "ClientRequests", "cancel_when"]
 
 log = logging.getLogger("datapulse.bridge.child")
 
@@ -77,6 +78,14 @@ class Child:
             (except progress, which reaches its request through the call), or None (requests refused, notifications
             only logged).
         on_exit: called once when the child's output ends (exit or crash), not when `stop` stopped it.
+        upstream_auth: a remote server's headers and auth flow.
+        client_capabilities: what the client this child serves declared; the child's session offers its server no
+            more (None: everything it can relay).
+        resume: a remote Streamable HTTP session to continue instead of sending ``initialize``
+            (`datapulse.bridge.continuity`).
+
+    Remote-server attributes: ``transport`` (what the connection settled on), ``upstream_session_id`` (the
+    upstream's ``Mcp-Session-Id``, once it gave one), ``recorded`` (set by the bridge once it recorded the session).
 
     Attributes:
         session: the SDK client session (valid after `start`).
@@ -96,6 +105,8 @@ class Child:
         client_requests: ClientRequests | None = None,
         on_exit: Callable[[Child], None] | None = None,
         upstream_auth: tuple[Mapping[str, str], httpx2.Auth | None] = ({}, None),
+        client_capabilities: types.ClientCapabilities | None = None,
+        resume: UpstreamSession | None = None,
     ) -> None:
         self.spec = spec
         self.label = label
@@ -113,6 +124,10 @@ class Child:
         self.context: list[Any] = []
         self.key = ""
         self.upstream_auth = upstream_auth
+        self.client_capabilities = client_capabilities
+        self.resume = resume
+        self.upstream_session_id: str | None = None
+        self.recorded = False
         self.transport = "stdio"
         self.denied_status: int | None = None
         self._serving = False
@@ -205,7 +220,7 @@ class Child:
             task_status.started(result)
             with anyio.CancelScope() as watch:
                 assert self._tasks_of_connection is not None
-                self._tasks_of_connection.start_soon(_cancel_when, ended, watch)
+                self._tasks_of_connection.start_soon(cancel_when, ended, watch)
                 await self._stop.wait()
             self._exited()
 
@@ -224,9 +239,11 @@ class Child:
                 read, write, reader = await self._open_stdio(stack)
             else:
                 headers, auth = self.upstream_auth
+                if self.resume is not None and kind == "streamable":
+                    headers = {**headers, "Mcp-Session-Id": self.resume.session_id}
                 read, write = await stack.enter_async_context(
                     upstream.open_streams(
-                        spec, "sse" if kind == "sse" else "streamable", headers, auth, self._saw_status
+                        spec, "sse" if kind == "sse" else "streamable", headers, auth, self._saw_response
                     )
                 )
         except (OSError, httpx2.HTTPError) as exc:
@@ -248,9 +265,9 @@ class Child:
                 write,
                 read_timeout_seconds=spec.request_timeout_s if spec.remote else None,
                 log_level="debug" if spec.remote else None,  # 2026-07-28: log messages are opted into per request
-                sampling_callback=self._sampling,
-                elicitation_callback=self._elicitation,
-                list_roots_callback=self._list_roots,
+                sampling_callback=self._sampling if self._relays("sampling") else None,
+                elicitation_callback=self._elicitation if self._relays("elicitation") else None,
+                list_roots_callback=self._list_roots if self._relays("roots") else None,
                 logging_callback=self._logging,
                 message_handler=self._notified,
                 client_info=types.Implementation(name="datapulse-bridge", version="1"),
@@ -258,7 +275,11 @@ class Child:
         )
         try:
             with anyio.fail_after(spec.start_timeout_s):
-                if kind == "streamable" and upstream.client_mode(spec.transport) == "auto":
+                if self.resume is not None and kind == "streamable":
+                    session.adopt(self.resume.result)  # continue the recorded upstream session: no initialize
+                    self.upstream_session_id = self.resume.session_id
+                    await session.send_notification(types.InitializedNotification())  # opens its GET stream
+                elif kind == "streamable" and upstream.client_mode(spec.transport) == "auto":
                     await _sdk.negotiate_auto(session)  # server/discover, then initialize
                 else:
                     await session.initialize()
@@ -291,10 +312,20 @@ class Child:
         errlog.close()  # the child holds its own copy of the write end
         return read, write, reader
 
-    def _saw_status(self, status: int) -> None:
-        """The upstream answered with HTTP ``status``. A 401 or 403 is remembered for the error message (until the
-        next other answer); on SSE without an auth flow that could retry, it ends the connection (the SDK's SSE
-        transport cannot carry the refusal to the waiting request)."""
+    def _relays(self, capability: str) -> bool:
+        """Whether the child's server is offered ``capability`` (sampling, elicitation, roots): only what the
+        client this child serves declared, so a server never asks a client for what it cannot do."""
+        declared = self.client_capabilities
+        return declared is None or getattr(declared, capability) is not None
+
+    def _saw_response(self, response: httpx2.Response) -> None:
+        """The upstream answered. Its ``Mcp-Session-Id`` is remembered (`upstream_session_id`); a 401 or 403 is
+        remembered for the error message (until the next other answer), and on SSE without an auth flow that could
+        retry, it ends the connection (the SDK's SSE transport cannot carry the refusal to the waiting request)."""
+        session_id = response.headers.get("mcp-session-id")
+        if session_id:
+            self.upstream_session_id = session_id
+        status = response.status_code
         if status not in (401, 403):
             self.denied_status = None
             return
@@ -423,7 +454,8 @@ def _refused(method: str) -> types.ErrorData:
     return types.ErrorData(code=types.METHOD_NOT_FOUND, message=f"the bridge does not forward {method}")
 
 
-async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+async def cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` once ``event`` is set."""
     await event.wait()
     scope.cancel()
 

@@ -309,8 +309,8 @@ class Federation:
     async def set_logging_level(self, ctx: Ctx, params: types.SetLevelRequestParams) -> types.EmptyResult:
         """Passed to every member that takes it; one that is down or refuses is skipped (logged)."""
         for member in self.members:
-            if member.bridge.info.capabilities.logging is None:
-                continue
+            if member.bridge.info.capabilities.logging is None or member.bridge.spec.transport == "modern":
+                continue  # a 2026-07-28 upstream has no logging/setLevel (its logs are opted into per request)
             try:
                 await member.bridge.set_logging_level(ctx, params)
             except MCPError as exc:

@@ -20,10 +20,12 @@ from mcp import types
 from datapulse.app import create_app, runtime_of
 from datapulse.bridge.child import ChildStartError
 from datapulse.bridge.config import BridgedServer
+from datapulse.bridge.continuity import UpstreamSessions
 from datapulse.bridge.federation import Federation, federation_settings
 from datapulse.bridge.proxy import Bridge, probe
 from datapulse.config import ConfigurationError, Settings
 from datapulse.mounts import Mount, PrefixRouter
+from datapulse.runtime import Runtime
 
 __all__ = ["BridgeStartError", "bridge_app", "federation_app", "mount_settings", "mounted_bridges", "probe_all"]
 
@@ -93,9 +95,18 @@ def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
     """
     app = create_app(settings, server=bridge.server)
     runtime = runtime_of(app)
-    bridge.sessions, bridge.metrics, bridge.auditor = runtime.sessions, runtime.metrics, runtime.auditor
+    attach(bridge, runtime)
     runtime.upstreams = lambda: {bridge.spec.name: bridge.down}
     return app
+
+
+def attach(bridge: Bridge, runtime: Runtime) -> None:
+    """Give ``bridge`` the app's sessions, metrics and auditor, and in cluster mode, for a Streamable HTTP upstream,
+    the record of its upstream sessions (`Bridge.continuity`)."""
+    bridge.sessions, bridge.metrics, bridge.auditor = runtime.sessions, runtime.metrics, runtime.auditor
+    if runtime.cluster is not None and bridge.spec.remote and bridge.spec.transport == "streamable-http":
+        redis = runtime.cluster.redis
+        bridge.continuity = UpstreamSessions(redis, runtime.settings.redis_key_prefix, bridge.spec.name)
 
 
 def federation_app(probed: Sequence[tuple[types.InitializeResult, BridgedServer]], settings: Settings) -> FastAPI:
@@ -111,8 +122,7 @@ def federation_app(probed: Sequence[tuple[types.InitializeResult, BridgedServer]
     app = create_app(federation_settings(settings, [spec for _, spec in probed]), server=federation.server)
     runtime = runtime_of(app)
     for member in federation.members:
-        bridge = member.bridge
-        bridge.sessions, bridge.metrics, bridge.auditor = runtime.sessions, runtime.metrics, runtime.auditor
+        attach(member.bridge, runtime)
     runtime.upstreams = federation.status
     return app
 

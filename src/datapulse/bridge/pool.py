@@ -21,9 +21,11 @@ from dataclasses import dataclass
 import anyio
 import httpx2
 from anyio.abc import TaskGroup
+from mcp import types
 
 from datapulse.bridge.child import Child, ChildStartError, ClientRequests
 from datapulse.bridge.config import BridgedServer
+from datapulse.bridge.continuity import UpstreamSession
 from datapulse.metrics import Metrics
 
 __all__ = ["SHARED_KEY", "STABLE_AFTER_S", "BridgeBusy", "ChildPool", "Restarting"]
@@ -91,7 +93,7 @@ class ChildPool:
         self._backoff: dict[str, _Backoff] = {}
         self.started_total = 0
         self.last_failure: str | None = None
-        """Why the last start failed or the last child ended, until a child starts again (`down`)."""
+        """Why the last start failed, until a child starts again (`down`)."""
 
     @property
     def shared(self) -> bool:
@@ -100,8 +102,20 @@ class ChildPool:
     def __len__(self) -> int:
         return len(self._children)
 
-    async def child_for(self, key: str) -> Child:
-        """The live child for ``key``, started (or restarted after its backoff) when needed.
+    def live(self, key: str) -> bool:
+        """Whether ``key`` has a live child."""
+        child = self._children.get(SHARED_KEY if self.shared else key)
+        return child is not None and child.alive
+
+    async def child_for(
+        self,
+        key: str,
+        client_capabilities: types.ClientCapabilities | None = None,
+        resume: UpstreamSession | None = None,
+    ) -> Child:
+        """The live child for ``key``, started (or restarted after its backoff) when needed. A new child offers its
+        server only what ``client_capabilities`` declares (None: all it can relay), and continues the remote
+        session ``resume`` when given.
 
         Raises:
             ChildStartError: the child could not start (the next call tries again after the backoff).
@@ -131,6 +145,8 @@ class ChildPool:
                 f"{self.spec.name}/{key[:12]}",
                 client_requests=self._client_requests,
                 upstream_auth=self._upstream_auth,
+                client_capabilities=None if self.shared else client_capabilities,
+                resume=resume,
             )
             child.on_exit = lambda exited: self._exited(key, exited)
             child.key = key
@@ -149,10 +165,9 @@ class ChildPool:
 
     @property
     def down(self) -> str | None:
-        """Why the server is down (its last start failed, or its last child ended, and none is alive), else None.
-        For ``/ready``."""
-        if self.last_failure is None or any(child.alive for child in self._children.values()):
-            return None
+        """Why the server is down (its last start failed, or for a remote server its last connection ended, and
+        none started since), else None. For ``/ready``. A stdio child that exits does not count: the next request
+        starts another (and that start decides)."""
         return self.last_failure
 
     def _count_start(self, outcome: str) -> None:
@@ -171,7 +186,8 @@ class ChildPool:
             self._metrics.bridge_child_exits_total.labels(self.spec.name).inc()
             self._count_live()
         self._failed(key, lived_s=time.monotonic() - child.started_at)
-        self.last_failure = f"{child.label}: ended (exited, crashed or the connection closed)"
+        if self.spec.remote:  # a connection that ended is the upstream going away (a crashed child is only itself)
+            self.last_failure = f"{child.label}: the connection to the upstream ended"
 
     def _failed(self, key: str, *, lived_s: float) -> None:
         backoff = self._backoff.setdefault(key, _Backoff())
@@ -232,4 +248,4 @@ class ChildPool:
 
 
 def _is_session(key: str) -> bool:
-    return not key.startswith("principal:") and key != SHARED_KEY
+    return not key.startswith(("principal:", "caps:")) and key != SHARED_KEY

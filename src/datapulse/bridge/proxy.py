@@ -24,6 +24,7 @@ updates on their standalone stream; 2026-07-28 stateless requests have no sessio
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -35,9 +36,11 @@ from typing import Any, Final, TypeVar
 import anyio
 import httpx2
 from mcp import ClientSession, types
+from mcp.client.subscriptions import listen
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError, NoBackChannelError
+from mcp.shared.subscriptions import event_to_notification
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel
 
@@ -45,8 +48,9 @@ from datapulse import _sdk
 from datapulse.audit import Auditor
 from datapulse.auth.authorization import CURRENT_PRINCIPAL
 from datapulse.bridge import credentials, upstream
-from datapulse.bridge.child import Child, ChildStartError
+from datapulse.bridge.child import Child, ChildStartError, cancel_when
 from datapulse.bridge.config import BridgedServer
+from datapulse.bridge.continuity import UpstreamSession, UpstreamSessions
 from datapulse.bridge.pool import BridgeBusy, ChildPool, Restarting
 from datapulse.config import ConfigurationError
 from datapulse.metrics import Metrics
@@ -68,8 +72,12 @@ log = logging.getLogger("datapulse.bridge")
 CHILD_UNAVAILABLE: Final = -32000
 """JSON-RPC error code (implementation-defined server error) when the bridged process crashed or cannot start."""
 RESOURCE_NOT_FOUND: Final = -32002
+CAPABILITIES_KEY_PREFIX: Final = "caps:"
 DENIAL_REASONS: Final = frozenset({"upstream_unauthorized", "upstream_forbidden"})
 SWEEP_INTERVAL_S: Final = 5.0
+LISTEN_RETRY_S: Final = 5.0
+"""How soon a failed or dropped listen stream to a 2026-07-28 upstream is opened again (sooner when the
+subscribed URIs change)."""
 LIST_CHANGED: Final = (
     types.ToolListChangedNotification,
     types.ResourceListChangedNotification,
@@ -86,8 +94,8 @@ async def probe(spec: BridgedServer) -> tuple[types.InitializeResult, BridgedSer
 
     Returns:
         The server's ``initialize`` answer (for a 2026-07-28 upstream, its ``server/discover`` answer in that
-        shape), and ``spec`` settled: a remote server's ``transport`` pinned to the one found, and a 2026-07-28
-        upstream ``shared`` (it has no sessions, so one connection serves every client).
+        shape), and ``spec`` settled: a remote server's ``transport`` pinned to the one found. A 2026-07-28
+        upstream has no sessions: one connection serves every client with the same capabilities.
 
     Raises:
         ChildStartError: the command cannot run, exits, or does not answer within ``spec.start_timeout_s``; or the
@@ -111,13 +119,38 @@ async def probe(spec: BridgedServer) -> tuple[types.InitializeResult, BridgedSer
     return result, settled(spec, child.transport)
 
 
+def _reason_of(error: MCPError) -> str | None:
+    """``data.reason`` of an error of ours, if any."""
+    data = error.error.data
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return reason if isinstance(reason, str) else None
+
+
+def _announces_changes(capabilities: types.ServerCapabilities) -> bool:
+    """Whether a server announces list changes or resource updates (so there is something to listen for)."""
+    tools, prompts, resources = capabilities.tools, capabilities.prompts, capabilities.resources
+    return (
+        (tools is not None and bool(tools.list_changed))
+        or (prompts is not None and bool(prompts.list_changed))
+        or (resources is not None and bool(resources.list_changed or resources.subscribe))
+    )
+
+
+def capabilities_digest(capabilities: types.ClientCapabilities | None) -> str:
+    """A short digest naming a client's capabilities (the same capabilities, the same digest)."""
+    if capabilities is None:
+        return "none"
+    text = capabilities.model_dump_json(by_alias=True, exclude_none=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def settled(spec: BridgedServer, transport: str) -> BridgedServer:
     """``spec`` with a remote server's transport pinned to ``transport`` (what its probe found)."""
     if not spec.remote:
         return spec
     update: dict[str, Any] = {"transport": transport}
     if transport == "modern":
-        update["isolation"] = "shared"
+        update["isolation"] = "per-session"  # keyed by the clients' capabilities (`Bridge._key`), not sessions
     return spec.model_copy(update=update)
 
 
@@ -145,6 +178,8 @@ class Bridge:
             child's notifications are delivered to them. None: no notification is delivered.
         metrics: the app's metrics, where the children are counted (``datapulse_bridge_*``; set with ``sessions``).
         auditor: the app's auditor, where an upstream's refusal of our credentials is recorded (set with ``sessions``).
+        continuity: cluster mode with a Streamable HTTP upstream: where its sessions are recorded so another instance
+            continues them (`datapulse.bridge.continuity`); None otherwise.
         pool: the children (while the server's lifespan runs).
     """
 
@@ -154,8 +189,11 @@ class Bridge:
         self.sessions: SessionManager | None = None
         self.metrics: Metrics | None = None
         self.auditor: Auditor | None = None
+        self.continuity: UpstreamSessions | None = None
         self.pool: ChildPool | None = None
         self._input_schemas: dict[str, Mapping[str, Any]] = {}
+        self._subscribed_uris: set[str] = set()
+        self._subscriptions_changed = anyio.Event()
         capabilities = info.capabilities
         handlers: dict[str, Any] = {}
         if capabilities.tools is not None:
@@ -193,6 +231,8 @@ class Bridge:
         async with anyio.create_task_group() as tasks:
             self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics, upstream_auth(self.spec))
             tasks.start_soon(self._sweep_forever)
+            if self.spec.transport == "modern" and _announces_changes(self.info.capabilities):
+                tasks.start_soon(self._listen_upstream)
             try:
                 yield {}
             finally:
@@ -209,6 +249,50 @@ class Bridge:
         """Whether the DataPulse session ``session_id`` still exists (True while `sessions` is unset)."""
         return self.sessions is None or self.sessions.peek(session_id) is not None
 
+    async def _listen_upstream(self) -> None:
+        """A 2026-07-28 upstream announces changes only on ``subscriptions/listen``: keep one stream open for its
+        list changes and the URIs any session subscribed to (re-opened when those change, or after a drop or a
+        failure, `LISTEN_RETRY_S` later), and deliver its events as notifications to the sessions."""
+        assert self.pool is not None
+        capabilities = self.info.capabilities
+        requests = _ClientRequests(self)
+        while True:
+            changed = self._subscriptions_changed = anyio.Event()
+            uris = sorted(self._subscribed_uris)
+            try:
+                child = await self.pool.child_for(CAPABILITIES_KEY_PREFIX + "listen")
+                assert child.session is not None
+                child.in_flight += 1  # a stream open: never idle
+                try:
+                    async with (
+                        listen(
+                            child.session,
+                            tools_list_changed=bool(capabilities.tools and capabilities.tools.list_changed),
+                            prompts_list_changed=bool(capabilities.prompts and capabilities.prompts.list_changed),
+                            resources_list_changed=bool(capabilities.resources and capabilities.resources.list_changed),
+                            resource_subscriptions=uris,
+                        ) as subscription,
+                        anyio.create_task_group() as tasks,
+                    ):
+                        tasks.start_soon(cancel_when, changed, tasks.cancel_scope)
+                        async for event in subscription:
+                            await requests.notification(child, event_to_notification(event, {}))
+                        tasks.cancel_scope.cancel()
+                finally:
+                    child.in_flight -= 1
+            except Exception as exc:  # the upstream is down or refused: the pool's backoff paces the retries
+                log.info("%s: listening for upstream changes failed: %s", self.spec.name, exc)
+                with anyio.move_on_after(LISTEN_RETRY_S):
+                    await changed.wait()
+
+    def _subscriptions_moved(self) -> None:
+        """Recompute the URIs any session subscribed to; re-open the upstream listen stream when they changed."""
+        sessions = self.sessions.live_sessions() if self.sessions is not None else []
+        wanted = {uri for session in sessions for uri in session.resource_subscriptions}
+        if wanted != self._subscribed_uris:
+            self._subscribed_uris = wanted
+            self._subscriptions_changed.set()
+
     async def _sweep_forever(self) -> None:
         interval_s = min(SWEEP_INTERVAL_S, self.spec.idle_timeout_s / 2)
         while True:
@@ -218,17 +302,26 @@ class Bridge:
 
     # --- forwarding -------------------------------------------------------------------------------------------
 
-    def _key(self) -> str:
+    def _key(self, capabilities: types.ClientCapabilities | None) -> str:
+        """Which child serves the request: a 2026-07-28 upstream's connection for the client's capabilities (the
+        upstream sees them as its client's), else the client's session, else (a stateless request) the principal
+        with its capabilities."""
+        if self.spec.transport == "modern":
+            return CAPABILITIES_KEY_PREFIX + capabilities_digest(capabilities)
         session = CURRENT_SESSION.get()
         if session is not None:
             return session.id
-        return "principal:" + CURRENT_PRINCIPAL.get().key
+        return f"principal:{CURRENT_PRINCIPAL.get().key}:{capabilities_digest(capabilities)}"
 
     async def _forward(self, ctx: Ctx, call: Callable[[ClientSession], Awaitable[T]]) -> T:
         if self.pool is None:
             raise MCPError(code=CHILD_UNAVAILABLE, message="the bridge is not running")
         try:
-            child = await self.pool.child_for(self._key())
+            capabilities = ctx.session.client_capabilities
+            key = self._key(capabilities)
+            continuity = self.continuity if CURRENT_SESSION.get() is not None else None
+            resume = None if continuity is None or self.pool.live(key) else await continuity.load(key)
+            child = await self.pool.child_for(key, capabilities, resume)
         except ChildStartError as exc:
             log.warning("%s", exc)
             what = (
@@ -244,6 +337,10 @@ class Bridge:
             raise MCPError(code=CHILD_UNAVAILABLE, message=str(exc), data=data) from None
         except BridgeBusy as exc:
             raise MCPError(code=CHILD_UNAVAILABLE, message=str(exc), data={"reason": "busy"}) from None
+        if continuity is not None and not child.recorded and child.upstream_session_id is not None:
+            child.recorded = True
+            assert child.initialize_result is not None
+            await continuity.save(key, UpstreamSession(child.upstream_session_id, child.initialize_result))
         session = child.session
         assert session is not None
         child.in_flight += 1
@@ -253,6 +350,8 @@ class Bridge:
         except MCPError as exc:
             error = self._unavailable(child, exc)
             await self._audit_denial(error, child)
+            if continuity is not None and _reason_of(error) == "upstream_session_ended":
+                await continuity.drop(key)  # the upstream forgot it: the next request opens a new one
             raise error from None
         finally:
             child.in_flight -= 1
@@ -261,8 +360,7 @@ class Bridge:
 
     async def _audit_denial(self, error: MCPError, child: Child) -> None:
         """An ``upstream_auth`` audit record when ``error`` is the upstream refusing our credentials."""
-        data = error.error.data
-        reason = data.get("reason") if isinstance(data, dict) else None
+        reason = _reason_of(error)
         if reason not in DENIAL_REASONS or self.auditor is None or not self.auditor.active:
             return
         session = CURRENT_SESSION.get()
@@ -388,10 +486,14 @@ class Bridge:
         uri = str(params.uri)
         if not self.spec.resources.permits(uri):
             raise MCPError(code=RESOURCE_NOT_FOUND, message=f"Resource not found: {uri}")
-        result = await self._forward(ctx, lambda session: session.subscribe_resource(uri))
+        if self.spec.transport == "modern":  # no resources/subscribe in 2026-07-28: its listen stream carries it
+            result = types.EmptyResult()
+        else:
+            result = await self._forward(ctx, lambda session: session.subscribe_resource(uri))
         session = CURRENT_SESSION.get()
         if session is not None:
             session.resource_subscriptions.add(uri)
+        self._subscriptions_moved()
         return result
 
     async def unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -399,6 +501,9 @@ class Bridge:
         session = CURRENT_SESSION.get()
         if session is not None:
             session.resource_subscriptions.discard(uri)
+        if self.spec.transport == "modern":
+            self._subscriptions_moved()
+            return types.EmptyResult()
         others = self.sessions.live_sessions() if self.spec.isolation == "shared" and self.sessions is not None else []
         if any(uri in other.resource_subscriptions for other in others):
             return types.EmptyResult()  # another client of the shared child still wants the updates
@@ -630,11 +735,12 @@ class _ClientRequests:
                 log.info("%s: could not deliver %s to session %s: %s", child.label, method, session.id[:16], exc)
 
     def _audience(self, child: Child) -> list[LiveSession]:
-        """The open sessions ``child`` serves: its own (per-session mode), or every session (shared)."""
+        """The open sessions ``child`` serves: its own (per-session mode), or every session (shared, or a
+        2026-07-28 upstream's connection, which serves every session with the same capabilities)."""
         sessions = self.bridge.sessions
         if sessions is None:
             return []
-        if self.bridge.spec.isolation == "shared":
+        if self.bridge.spec.isolation == "shared" or child.key.startswith(CAPABILITIES_KEY_PREFIX):
             return [session for session in sessions.live_sessions() if session.is_open]
         session = sessions.peek(child.key)
         return [session] if session is not None and session.is_open else []

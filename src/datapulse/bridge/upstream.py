@@ -9,7 +9,7 @@ Every HTTP request to the upstream carries the upstream's own credentials (`data
 inbound client's token (MCP security best practices, "Token Passthrough"). A 401 or 403 answer is turned into a
 JSON-RPC error body naming the refusal (`DenialAsJsonRpc`), so the SDK client surfaces it to the waiting request
 instead of a bare "Server returned an error response"; on the SSE transport, where the SDK cannot carry it, the
-connection is ended and the refusal named when the waiting requests fail (``on_status``).
+connection is ended and the refusal named when the waiting requests fail (``on_response``).
 """
 
 from __future__ import annotations
@@ -77,17 +77,20 @@ class DenialAsJsonRpc(httpx2.AsyncBaseTransport):
     Args:
         inner: the real transport.
         server: the upstream's name (in the error message).
-        on_status: called with the status of every answer (401 and 403 also when an auth flow then retries).
+        on_response: called with every answer, before anything else sees it (401 and 403 also when an auth flow
+            then retries them).
     """
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, server: str, on_status: Callable[[int], None]) -> None:
+    def __init__(
+        self, inner: httpx2.AsyncBaseTransport, server: str, on_response: Callable[[httpx2.Response], None]
+    ) -> None:
         self._inner = inner
         self._server = server
-        self._on_status = on_status
+        self._on_response = on_response
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self._inner.handle_async_request(request)
-        self._on_status(response.status_code)
+        self._on_response(response)
         if response.status_code not in (401, 403):
             return response
         request_id = _request_id(request)
@@ -132,10 +135,10 @@ def _client(
     spec: BridgedServer,
     headers: Mapping[str, str],
     auth: httpx2.Auth | None,
-    on_status: Callable[[int], None],
+    on_response: Callable[[httpx2.Response], None],
     timeout: httpx2.Timeout,
 ) -> httpx2.AsyncClient:
-    transport = DenialAsJsonRpc(httpx2.AsyncHTTPTransport(), spec.name, on_status)
+    transport = DenialAsJsonRpc(httpx2.AsyncHTTPTransport(), spec.name, on_response)
     return httpx2.AsyncClient(
         headers=dict(headers),
         auth=auth,
@@ -158,7 +161,7 @@ async def open_streams(
     kind: Literal["streamable", "sse"],
     headers: Mapping[str, str],
     auth: httpx2.Auth | None,
-    on_status: Callable[[int], None],
+    on_response: Callable[[httpx2.Response], None],
 ) -> AsyncIterator[Streams]:
     """The SDK client transport's read and write streams for ``spec.url`` (see the module docstring).
 
@@ -167,7 +170,7 @@ async def open_streams(
         kind: ``streamable`` (2026-07-28 or 2025 Streamable HTTP) or ``sse`` (2024-11-05 HTTP+SSE).
         headers: sent on every request (the upstream credentials' static and bearer headers).
         auth: the upstream credentials' auth flow (OAuth client credentials), or None.
-        on_status: called with the HTTP status of every upstream answer.
+        on_response: called with every upstream answer (its status and headers; the body is not read yet).
 
     Raises:
         httpx2.HTTPError: the upstream cannot be reached, or (SSE) its GET is refused.
@@ -181,7 +184,7 @@ async def open_streams(
             timeout: httpx2.Timeout | None = None,
             auth: httpx2.Auth | None = None,
         ) -> httpx2.AsyncClient:
-            return _client(spec, headers or {}, auth, on_status, timeout or httpx2.Timeout(CONNECT_TIMEOUT_S))
+            return _client(spec, headers or {}, auth, on_response, timeout or httpx2.Timeout(CONNECT_TIMEOUT_S))
 
         async with sse_client(
             spec.url,
@@ -194,7 +197,7 @@ async def open_streams(
             yield _typed(streams)
         return
     async with (
-        _client(spec, headers, auth, on_status, timeout) as http,
+        _client(spec, headers, auth, on_response, timeout) as http,
         streamable_http_client(spec.url, http_client=http) as streams,
     ):
         yield _typed(streams)
