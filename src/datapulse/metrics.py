@@ -22,6 +22,8 @@ Instruments (label values in brackets)::
     datapulse_bridge_children                gauge      server (datapulse bridge: the bridged server's name)
     datapulse_bridge_child_starts_total      counter    server, outcome [started|failed]
     datapulse_bridge_child_exits_total       counter    server (exits and crashes DataPulse did not cause)
+    datapulse_upstream_requests_total        counter    server, method, outcome (`UpstreamOutcome`; bridge, proxy)
+    datapulse_upstream_request_duration_seconds histogram server, method
 
 ``transport`` is one of ``streamable_http``, ``sse``, ``datapulse_api``, and for messages also ``stateless``
 (2026-07-28 requests served without a session). Messages ``in`` are JSON-RPC requests received, ``out`` the
@@ -139,6 +141,9 @@ REDIS_COMMANDS: Final = frozenset(
 """The ``command`` labels of ``datapulse_redis_command_duration_seconds`` (lower case; others are ``other``)."""
 
 QUEUE_DEPTH_BUCKETS: Final = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, float("inf"))
+UpstreamOutcome = Literal["ok", "error", "unavailable", "timeout", "denied"]
+"""How a forwarded request ended: answered, the server's own error, no server to ask (not started, exited,
+restarting, busy), no answer in time, or the upstream refused DataPulse's credentials."""
 TOOL_DURATION_BUCKETS_S: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 REDIS_DURATION_BUCKETS_S: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -162,6 +167,8 @@ class _Instruments:
     bridge_children: Gauge
     bridge_child_starts_total: Counter
     bridge_child_exits_total: Counter
+    upstream_requests_total: Counter
+    upstream_request_duration_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> _Instruments:
@@ -250,6 +257,20 @@ class _Instruments:
                 ["server"],
                 registry=registry,
             ),
+            upstream_requests_total=Counter(
+                "datapulse_upstream_requests",
+                "Requests forwarded to a bridged or proxied server, by server, method and outcome (ok, error: the "
+                "server's own error; unavailable, timeout, denied: see datapulse.bridge.proxy).",
+                ["server", "method", "outcome"],
+                registry=registry,
+            ),
+            upstream_request_duration_seconds=Histogram(
+                "datapulse_upstream_request_duration_seconds",
+                "Duration of requests forwarded to a bridged or proxied server, in seconds, by server and method.",
+                ["server", "method"],
+                registry=registry,
+                buckets=TOOL_DURATION_BUCKETS_S,
+            ),
         )
         for reason in sorted(AUTH_REASONS):
             instruments.auth_failures_total.labels(reason)
@@ -329,6 +350,8 @@ class Metrics:
     bridge_children: Gauge
     bridge_child_starts_total: Counter
     bridge_child_exits_total: Counter
+    upstream_requests_total: Counter
+    upstream_request_duration_seconds: Histogram
 
     def __init__(self, *, multiprocess_dir: str | None = None) -> None:
         if multiprocess_dir is None:

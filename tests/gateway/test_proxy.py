@@ -33,6 +33,7 @@ from datapulse.bridge.proxy import CHILD_UNAVAILABLE
 from tests.support.bridging import CALL_TIMEOUT_S, Notifications, call
 from tests.support.http_upstream import Era, Upstream, spawn_upstream
 from tests.support.processes import run_collecting
+from tests.support.prometheus import scrape, value
 from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, bearer, spawn_datapulse
 
 pytestmark = pytest.mark.anyio
@@ -207,10 +208,18 @@ async def test_an_upstream_killed_mid_call_fails_the_call_with_a_clear_error_and
             await connected.call_tool("echo", {"message": "after"})
         assert next_call.value.error.code == CHILD_UNAVAILABLE
         assert "upstream server '127.0.0.1'" in next_call.value.error.message, next_call.value.error
-        async with httpx2.AsyncClient(timeout=CALL_TIMEOUT_S) as http:
-            ready = await http.get(server.url + "/ready")
+        async with httpx2.AsyncClient(base_url=server.url, headers=bearer(), timeout=CALL_TIMEOUT_S) as http:
+            ready = await http.get("/ready")
+            samples = await scrape(http)
         assert ready.status_code == 503, ready.text  # its only upstream is down
         assert ready.json()["upstreams"]["127.0.0.1"].startswith("down: ")
+        counted = {
+            outcome: value(
+                samples, "datapulse_upstream_requests_total", server="127.0.0.1", method="tools/call", outcome=outcome
+            )
+            for outcome in ("ok", "unavailable", "error")
+        }
+        assert counted == {"ok": 1.0, "unavailable": 2.0, "error": 0.0}  # "before"; the killed call and the next
 
 
 async def test_a_proxy_whose_upstream_cannot_be_reached_exits_1_naming_the_reason() -> None:

@@ -165,6 +165,8 @@ def test_every_metric_is_prefixed_and_names_its_unit() -> None:
         "datapulse_bridge_children": "gauge",
         "datapulse_bridge_child_starts": "counter",
         "datapulse_bridge_child_exits": "counter",
+        "datapulse_upstream_requests": "counter",
+        "datapulse_upstream_request_duration_seconds": "histogram",
     }
     assert content_type.startswith("text/plain; version=0.0.4")
 

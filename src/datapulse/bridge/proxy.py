@@ -53,7 +53,7 @@ from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.continuity import UpstreamSession, UpstreamSessions
 from datapulse.bridge.pool import BridgeBusy, ChildPool, Restarting
 from datapulse.config import ConfigurationError
-from datapulse.metrics import Metrics
+from datapulse.metrics import Metrics, UpstreamOutcome
 from datapulse.sessions.live import CURRENT_SESSION, LiveSession
 from datapulse.sessions.manager import SessionManager
 
@@ -117,6 +117,15 @@ async def probe(spec: BridgedServer) -> tuple[types.InitializeResult, BridgedSer
     if failure is not None:
         raise failure
     return result, settled(spec, child.transport)
+
+
+def _outcome_of(error: MCPError) -> UpstreamOutcome:
+    """The ``outcome`` label of a forwarded request that ended in ``error``."""
+    if error.error.code == types.REQUEST_TIMEOUT and _reason_of(error) == "upstream_timeout":
+        return "timeout"
+    if error.error.code != CHILD_UNAVAILABLE or _reason_of(error) is None:
+        return "error"
+    return "denied" if _reason_of(error) in DENIAL_REASONS else "unavailable"
 
 
 def _reason_of(error: MCPError) -> str | None:
@@ -314,6 +323,31 @@ class Bridge:
         return f"principal:{CURRENT_PRINCIPAL.get().key}:{capabilities_digest(capabilities)}"
 
     async def _forward(self, ctx: Ctx, call: Callable[[ClientSession], Awaitable[T]]) -> T:
+        """`_relay` the request, counted and timed by server, method and outcome (``datapulse_upstream_*``)."""
+        started = time.perf_counter()
+        outcome: UpstreamOutcome = "error"
+        try:
+            result = await self._relay(ctx, call)
+            outcome = "ok"
+            return result
+        except MCPError as exc:
+            outcome = _outcome_of(exc)
+            raise
+        finally:
+            if self.metrics is not None:
+                name, method = self.spec.name, ctx.method
+                self.metrics.upstream_requests_total.labels(name, method, outcome).inc()
+                self.metrics.upstream_request_duration_seconds.labels(name, method).observe(
+                    time.perf_counter() - started
+                )
+
+    async def _relay(self, ctx: Ctx, call: Callable[[ClientSession], Awaitable[T]]) -> T:
+        """Run ``call`` with the child that serves the request (see `_key`), started or continued as needed.
+
+        Raises:
+            MCPError: the child's own error, or ``CHILD_UNAVAILABLE`` / ``REQUEST_TIMEOUT`` naming why there is no
+                answer (see `_unavailable`).
+        """
         if self.pool is None:
             raise MCPError(code=CHILD_UNAVAILABLE, message="the bridge is not running")
         try:
