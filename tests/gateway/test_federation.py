@@ -11,14 +11,14 @@ from typing import Final
 import httpx2
 import pytest
 from mcp.shared.exceptions import MCPError
-from mcp.types import TextResourceContents
+from mcp.types import TextResourceContents, ToolListChangedNotification
 
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.federation import check_prefixes, federation_settings
 from datapulse.bridge.proxy import CHILD_UNAVAILABLE
 from datapulse.config import ConfigurationError, Settings
 from tests.gateway.test_proxy import client
-from tests.support.bridging import CALL_TIMEOUT_S, STDIO_SERVER, bridge_toml, call
+from tests.support.bridging import CALL_TIMEOUT_S, STDIO_SERVER, Notifications, bridge_toml, call
 from tests.support.http_upstream import Upstream, spawn_upstream
 from tests.support.processes import run_collecting
 from tests.support.servers import REPO_ROOT, TOKEN, ServerProcess, spawn_datapulse
@@ -177,3 +177,14 @@ def test_each_members_scopes_and_rate_limit_become_rules_on_its_prefixed_names_a
     result = federation_settings(settings, [spec(f"s{index}", **fields) for index, fields in enumerate(members)])
     assert result.scopes == (scopes if scopes is not None else ours.get("scopes"))
     assert result.tool_rate_limits == (tool_limits if tool_limits is not None else ours.get("tool_rate_limits"))
+
+
+@pytest.mark.parametrize("prefix", ["modern", "old", "local"])
+async def test_a_list_change_of_any_member_reaches_the_clients_session(tmp_path: Path, prefix: str) -> None:
+    notifications = Notifications()
+    async with (
+        federation(tmp_path) as (server, _, _),
+        client(server, "2025", message_handler=notifications) as connected,
+    ):
+        assert await call(connected, f"{prefix}_change_tools") == "changed"
+        await notifications.wait_for(ToolListChangedNotification)
