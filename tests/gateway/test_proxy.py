@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -294,3 +295,31 @@ async def test_a_sampling_request_of_the_upstream_fails_clearly_for_a_2026_clien
             await connected.call_tool("sample", {"question": "why"})
     assert "cannot reach this client" in caught.value.error.message
     assert "2025-11-25 session" in caught.value.error.message
+
+
+@pytest.mark.parametrize("upstream_era", ["2026", "2025"], ids=lambda era: f"{era}-upstream")
+async def test_sigterm_lets_a_forwarded_call_finish_then_the_proxy_exits_cleanly(upstream_era: Era) -> None:
+    async with spawn_upstream(upstream_era) as upstream, proxy(upstream) as server:
+        # A 2026-07-28 client: it holds no session or stream of its own that would need the proxy to close.
+        async with client(server, "2026") as connected:
+            await connected.list_tools()  # known tools: the client checks the result without asking again
+            running = anyio.Event()
+            results: list[str] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                running.set()
+
+            async def slow_call() -> None:
+                result = await connected.call_tool("slow", {"seconds": 1.0}, progress_callback=on_progress)
+                block = result.content[0]
+                assert isinstance(block, TextContent)
+                results.append(block.text)
+
+            with anyio.fail_after(CALL_TIMEOUT_S):
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(slow_call)
+                    await running.wait()  # in flight at the upstream
+                    server.signal(signal.SIGTERM)
+        assert results == ["slept 1"]
+        with anyio.fail_after(CALL_TIMEOUT_S):
+            assert await server.process.wait() == 0
