@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -284,7 +284,7 @@ def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) ->
     (/github/mcp, /github/sse, ...). Every command is started once at start-up to check it works.
     """
     from datapulse.bridge.config import load_bridge_config
-    from datapulse.bridge.host import BridgeStartError, bridge_app, mounted_bridges, probe_all
+    from datapulse.bridge.host import bridge_app, mounted_bridges
     from datapulse.bridge.proxy import Bridge
     from datapulse.config import ConfigurationError
 
@@ -308,11 +308,7 @@ def bridge(command: tuple[str, ...], config_file: str | None, **options: Any) ->
     except ValidationError as exc:
         raise click.UsageError(_validation_message(exc)) from None
     settings, generated, json_logs = _prepare(options, None)
-    try:
-        probed = anyio.run(probe_all, specs)
-    except BridgeStartError as exc:
-        what = f"the bridged server {exc.server!r}" if config_file is not None else "the bridged command"
-        raise click.ClickException(f"{what} does not work: {exc.__cause__ or exc}") from None
+    probed = _probe_or_exit(specs, "the bridged server {!r}" if config_file is not None else "the bridged command")
     if config_file is None:
         info, spec = probed[0]
         application = _build(settings, json_logs, make=lambda: bridge_app(Bridge(spec, info), settings))
@@ -393,7 +389,7 @@ def proxy(
     """
     from datapulse.bridge.config import load_bridge_config
     from datapulse.bridge.federation import check_prefixes
-    from datapulse.bridge.host import BridgeStartError, bridge_app, federation_app, probe_all
+    from datapulse.bridge.host import bridge_app, federation_app
     from datapulse.bridge.proxy import Bridge
     from datapulse.config import ConfigurationError
 
@@ -420,11 +416,7 @@ def proxy(
     except ValidationError as exc:
         raise click.UsageError(_validation_message(exc)) from None
     settings, generated, json_logs = _prepare(options, None)
-    try:
-        probed = anyio.run(probe_all, specs)
-    except BridgeStartError as exc:
-        what = "the upstream server" if config_file is None else f"the server {exc.server!r}"
-        raise click.ClickException(f"{what} does not work: {exc.__cause__ or exc}") from None
+    probed = _probe_or_exit(specs, "the upstream server" if config_file is None else "the server {!r}")
     if config_file is not None:
         application = _build(settings, json_logs, make=lambda: federation_app(probed, settings))
     else:
@@ -433,6 +425,21 @@ def proxy(
     from datapulse.server import run
 
     run(application, settings, generated_token=generated)
+
+
+def _probe_or_exit(specs: Sequence[BridgedServer], what: str) -> list[tuple[Any, BridgedServer]]:
+    """`probe_all` the servers, or exit 1 naming the first that does not work (``what``: how to name it, ``{!r}``
+    for its name) and why.
+
+    Raises:
+        click.ClickException: a server does not work (exit status 1).
+    """
+    from datapulse.bridge.host import BridgeStartError, probe_all
+
+    try:
+        return anyio.run(probe_all, specs)
+    except BridgeStartError as exc:
+        raise click.ClickException(f"{what.format(exc.server)} does not work: {exc.__cause__ or exc}") from None
 
 
 def _url_server(

@@ -20,26 +20,14 @@ from typing import Final, Literal
 import anyio
 import httpx2
 import pytest
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent, TextResourceContents
 
-from tests.interop.node import NODE_BIN, NODE_MODULES, node_unavailable_reason
-from tests.support.bridging import CALL_TIMEOUT_S, call
-from tests.support.servers import TOKEN, ServerProcess, bearer, spawn_datapulse
+from tests.gateway.test_proxy import client
+from tests.interop.node import EVERYTHING, NODE_BIN, everything_unavailable_reason
+from tests.support.bridging import call
+from tests.support.servers import TOKEN, ServerProcess, spawn_datapulse
 
-EVERYTHING: Final = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-"""The ``mcp-server-everything`` bin; its first argument picks the transport: ``stdio``, ``sse``, ``streamableHttp``."""
-
-
-def _unavailable_reason() -> str | None:
-    reason = node_unavailable_reason()
-    if reason is None and not EVERYTHING.is_file():
-        reason = f"@modelcontextprotocol/server-everything missing ({EVERYTHING}): run scripts/install-node.sh"
-    return reason
-
-
-_NODE_MISSING: Final = _unavailable_reason()
+_NODE_MISSING: Final = everything_unavailable_reason()
 
 pytestmark = [
     pytest.mark.interop,
@@ -175,19 +163,6 @@ async def proxied() -> AsyncIterator[Proxied]:
         spawn_datapulse([everything.url], env={"DATAPULSE_TOKEN": TOKEN}, command="proxy") as proxy,
     ):
         yield Proxied(everything, proxy)
-
-
-@asynccontextmanager
-async def client(server: ServerProcess, era: ClientEra) -> AsyncIterator[Client]:
-    """An SDK client of the proxy's /mcp: a 2025-11-25 session, or 2026-07-28 stateless requests."""
-    async with (
-        httpx2.AsyncClient(headers=bearer(), timeout=CALL_TIMEOUT_S) as http,
-        Client(
-            streamable_http_client(server.url + "/mcp", http_client=http),
-            mode="2026-07-28" if era == "2026" else "legacy",
-        ) as connected,
-    ):
-        yield connected
 
 
 async def test_the_proxy_finds_that_server_everything_speaks_2025_streamable_http(proxied: Proxied) -> None:

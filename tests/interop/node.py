@@ -253,3 +253,15 @@ async def run_inspector_cli(
             stderr=done.stderr,
         )
     return _parse_one_json_object(done, what)
+
+
+EVERYTHING: Final = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+"""The ``mcp-server-everything`` bin; its first argument picks the transport: ``stdio``, ``sse``, ``streamableHttp``."""
+
+
+def everything_unavailable_reason() -> str | None:
+    """Why ``@modelcontextprotocol/server-everything`` cannot run here (Node or the package missing), or None."""
+    reason = node_unavailable_reason()
+    if reason is None and not EVERYTHING.is_file():
+        reason = f"@modelcontextprotocol/server-everything missing ({EVERYTHING}): run scripts/install-node.sh"
+    return reason

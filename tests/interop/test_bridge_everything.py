@@ -20,30 +20,21 @@ from mcp import Client
 from mcp.types import ResourceUpdatedNotification, TextContent, TextResourceContents
 
 from tests.interop.node import (
+    EVERYTHING,
     NODE_BIN,
-    NODE_MODULES,
     InspectorEra,
     InspectorTransport,
-    node_unavailable_reason,
+    everything_unavailable_reason,
     run_inspector_cli,
 )
 from tests.support.bridging import Notifications, call
 from tests.support.bridging import sdk_client as sdk_client_at
 from tests.support.servers import TOKEN, ServerProcess, spawn_datapulse
 
-EVERYTHING: Final = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
-"""The ``mcp-server-everything`` bin; its first argument picks the transport: ``stdio``, ``sse``, ``streamableHttp``."""
 EVERYTHING_COMMAND: Final = [str(NODE_BIN), str(EVERYTHING), "stdio"]
 
 
-def _unavailable_reason() -> str | None:
-    reason = node_unavailable_reason()
-    if reason is None and not EVERYTHING.is_file():
-        reason = f"@modelcontextprotocol/server-everything missing ({EVERYTHING}): run scripts/install-node.sh"
-    return reason
-
-
-_NODE_MISSING: Final = _unavailable_reason()
+_NODE_MISSING: Final = everything_unavailable_reason()
 
 pytestmark = [
     pytest.mark.interop,

@@ -38,7 +38,13 @@ from mcp.shared.exceptions import MCPError
 from datapulse._version import __version__
 from datapulse.auth.scopes import parse_scope_policy
 from datapulse.bridge.config import BridgedServer
-from datapulse.bridge.proxy import CHILD_UNAVAILABLE, RESOURCE_NOT_FOUND, Bridge, RelayedCapabilitiesServer
+from datapulse.bridge.proxy import (
+    CHILD_UNAVAILABLE,
+    RESOURCE_NOT_FOUND,
+    Bridge,
+    RelayedCapabilitiesServer,
+    relay_handlers,
+)
 from datapulse.config import ConfigurationError, Settings
 
 __all__ = ["SEPARATOR", "Federation", "check_prefixes", "federation_settings"]
@@ -148,21 +154,7 @@ class Federation:
         self._template_owner: list[tuple[re.Pattern[str], Member]] = []
         infos = [info for info, _ in members]
         capabilities = _merged_capabilities([info.capabilities for info in infos])
-        handlers: dict[str, Any] = {}
-        if capabilities.tools is not None:
-            handlers |= {"on_list_tools": self.list_tools, "on_call_tool": self.call_tool}
-        if capabilities.prompts is not None:
-            handlers |= {"on_list_prompts": self.list_prompts, "on_get_prompt": self.get_prompt}
-        if capabilities.resources is not None:
-            handlers |= {
-                "on_list_resources": self.list_resources,
-                "on_list_resource_templates": self.list_resource_templates,
-                "on_read_resource": self.read_resource,
-            }
-            if capabilities.resources.subscribe:
-                handlers |= {"on_subscribe_resource": self.subscribe, "on_unsubscribe_resource": self.unsubscribe}
-        if capabilities.completions is not None:
-            handlers["on_completion"] = self.complete
+        handlers = relay_handlers(capabilities, self)
         handlers["on_set_logging_level"] = self.set_logging_level
         instructions = "\n\n".join(
             f"{member.prefix}{SEPARATOR}*: {info.instructions}"
@@ -210,7 +202,7 @@ class Federation:
     async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         async def one(member: Member) -> list[types.Tool]:
             tools = await _every_page(lambda page: member.bridge.list_tools(ctx, page), lambda r: r.tools)
-            return [tool.model_copy(update={"name": member.prefix + SEPARATOR + tool.name}) for tool in tools]
+            return _prefixed(member, tools)
 
         return types.ListToolsResult(tools=await self._merged(one, "tools"))
 
@@ -223,7 +215,7 @@ class Federation:
     async def list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListPromptsResult:
         async def one(member: Member) -> list[types.Prompt]:
             prompts = await _every_page(lambda page: member.bridge.list_prompts(ctx, page), lambda r: r.prompts)
-            return [prompt.model_copy(update={"name": member.prefix + SEPARATOR + prompt.name}) for prompt in prompts]
+            return _prefixed(member, prompts)
 
         return types.ListPromptsResult(prompts=await self._merged(one, "prompts"))
 
@@ -359,6 +351,14 @@ async def _every_page(fetch: Callable[[types.PaginatedRequestParams | None], Awa
             break
         page = types.PaginatedRequestParams(cursor=result.next_cursor)
     return found
+
+
+Named = TypeVar("Named", types.Tool, types.Prompt)
+
+
+def _prefixed(member: Member, items: list[Named]) -> list[Named]:
+    """Tools or prompts with ``member``'s prefix on their names."""
+    return [item.model_copy(update={"name": member.prefix + SEPARATOR + item.name}) for item in items]
 
 
 def _subscribes(member: Member) -> bool:

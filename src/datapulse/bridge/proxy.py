@@ -63,6 +63,7 @@ __all__ = [
     "Bridge",
     "RelayedCapabilitiesServer",
     "probe",
+    "relay_handlers",
     "settled",
     "upstream_auth",
 ]
@@ -126,6 +127,27 @@ def _outcome_of(error: MCPError) -> UpstreamOutcome:
     if error.error.code != CHILD_UNAVAILABLE or _reason_of(error) is None:
         return "error"
     return "denied" if _reason_of(error) in DENIAL_REASONS else "unavailable"
+
+
+def relay_handlers(capabilities: types.ServerCapabilities, relay: Any) -> dict[str, Any]:
+    """The low-level ``Server`` handler arguments (``on_list_tools=...``) for what ``capabilities`` offer, bound to
+    ``relay``'s methods of the same names (`Bridge`, `datapulse.bridge.federation.Federation`)."""
+    handlers: dict[str, Any] = {}
+    if capabilities.tools is not None:
+        handlers |= {"on_list_tools": relay.list_tools, "on_call_tool": relay.call_tool}
+    if capabilities.resources is not None:
+        handlers |= {
+            "on_list_resources": relay.list_resources,
+            "on_list_resource_templates": relay.list_resource_templates,
+            "on_read_resource": relay.read_resource,
+        }
+        if capabilities.resources.subscribe:
+            handlers |= {"on_subscribe_resource": relay.subscribe, "on_unsubscribe_resource": relay.unsubscribe}
+    if capabilities.prompts is not None:
+        handlers |= {"on_list_prompts": relay.list_prompts, "on_get_prompt": relay.get_prompt}
+    if capabilities.completions is not None:
+        handlers["on_completion"] = relay.complete
+    return handlers
 
 
 def _reason_of(error: MCPError) -> str | None:
@@ -204,21 +226,7 @@ class Bridge:
         self._subscribed_uris: set[str] = set()
         self._subscriptions_changed = anyio.Event()
         capabilities = info.capabilities
-        handlers: dict[str, Any] = {}
-        if capabilities.tools is not None:
-            handlers |= {"on_list_tools": self.list_tools, "on_call_tool": self.call_tool}
-        if capabilities.resources is not None:
-            handlers |= {
-                "on_list_resources": self.list_resources,
-                "on_list_resource_templates": self.list_resource_templates,
-                "on_read_resource": self.read_resource,
-            }
-            if capabilities.resources.subscribe:
-                handlers |= {"on_subscribe_resource": self.subscribe, "on_unsubscribe_resource": self.unsubscribe}
-        if capabilities.prompts is not None:
-            handlers |= {"on_list_prompts": self.list_prompts, "on_get_prompt": self.get_prompt}
-        if capabilities.completions is not None:
-            handlers["on_completion"] = self.complete
+        handlers = relay_handlers(capabilities, self)
         if spec.transport == "modern":
             # A 2026-07-28 upstream has no logging/setLevel (even when it declares logging): its log messages are
             # opted into per request (the child's session asks for every level) and reach every client as before.
