@@ -253,8 +253,10 @@ class Settings(BaseSettings):
     fast_path: bool = Field(
         default=True,
         description="Serve tools/call, tools/list, resources/read, prompts/get and ping of an MCPServer's items that "
-        "read no request context with the least work (datapulse.fastpath; the same responses). false: every request "
-        "takes the SDK's full handler chain (for debugging).",
+        "read no request context with the least work (datapulse.fastpath; the same responses); for proxy, forward a "
+        "2026-07-28 upstream's tools/call, resources/read and prompts/get from 2026-07-28 clients as one HTTP exchange "
+        "(datapulse.bridge.passthrough; the same responses). false: every request takes the SDK's full handler chain "
+        "(for debugging).",
     )
     retry_ms: int = Field(default=3000, ge=0, description="SSE 'retry:' reconnect hint sent to clients, in ms.")
     outbound_queue_max_messages: int = Field(

@@ -58,13 +58,71 @@ class Plan:
 
 
 @dataclass(frozen=True, slots=True)
-class _Layers:
-    """What the server's middleware chain holds, when the fast path knows every member of it."""
+class Layers:
+    """What a server's middleware chain holds, when the fast path knows every member of it."""
 
     observation: ObservationMiddleware | None
     authorization: AuthorizationMiddleware | None
     boundary: _sdk.RequestStateBoundary | None
     traced: bool
+
+    async def around(
+        self, method: str, params: Mapping[str, Any] | None, call: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """Run ``call()`` inside the chain's observation and authorization, in the chain's order (what those
+        middlewares do for one request, without an SDK request context).
+
+        Raises:
+            MCPError: a refusal (scope, rate limit), or whatever ``call()`` raises.
+        """
+        inner: Callable[[], Awaitable[HandlerResult]] = call
+        if self.authorization is not None:
+            inner = partial(self.authorization.around, method, params, inner)
+        if self.observation is not None:
+            return cast(dict[str, Any], await self.observation.around(method, params, inner))
+        return cast(dict[str, Any], await inner())
+
+    async def sealed(self, result: dict[str, Any], server: _sdk.Server[Any], request: RequestView) -> dict[str, Any]:
+        """``result`` as the chain's ``requestState`` boundary leaves it: an input-required result's
+        ``requestState`` sealed (with a full SDK request context built for it), anything else as it is."""
+        if self.boundary is None or not _sdk.is_input_required(result) or result.get("requestState") is None:
+            return result
+        context = _sdk.request_context(
+            server, request.connection, request.lifespan_state, request.dctx, request.method, request.params
+        )
+        return cast(dict[str, Any], await self.boundary(context, partial(_returning, result)))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What building a full SDK request context for one request takes (see `Layers.sealed`)."""
+
+    method: str
+    params: Mapping[str, Any] | None
+    dctx: Any
+    connection: Callable[[], _sdk.Connection]
+    lifespan_state: Any
+
+
+class ChainView:
+    """The `Layers` of a low-level server's middleware chain, re-read whenever the chain changes.
+
+    Args:
+        server: the SDK low-level server whose ``middleware`` list is read.
+    """
+
+    def __init__(self, server: _sdk.Server[Any]) -> None:
+        self._server = server
+        self._chain: list[Any] | None = None  # the chain as last looked at (None: not yet)
+        self._layers: Layers | None = None
+
+    def layers(self) -> Layers | None:
+        """The chain's layers, or None when it holds middleware the fast path does not know (or out of order)."""
+        chain = self._server.middleware
+        if chain != self._chain:  # the chain changed since last looked at (identity, then equality, per member)
+            self._chain = list(chain)
+            self._layers = _layers_of(self._chain)
+        return self._layers
 
 
 _KNOWN_MIDDLEWARE: tuple[type, ...] = (
@@ -94,17 +152,10 @@ class FastPath:
         self._server = _sdk.lowlevel_server(app)
         self._handlers = _sdk.hot_handlers(app)
         self._serialize = _sdk.result_serializer(self._server)
-        self._chain: list[Any] | None = None  # the chain as last looked at (None: not yet)
-        self._layers: _Layers | None = None
+        self._chain = ChainView(self._server)
+        self._layers: Layers | None = None
         self.served = 0
         """Requests served on the fast path so far."""
-
-    def _current_layers(self) -> _Layers | None:
-        chain = self._server.middleware
-        if chain != self._chain:  # the chain changed since last looked at (identity, then equality, per member)
-            self._chain = list(chain)
-            self._layers = _layers_of(self._chain)
-        return self._layers
 
     def plan(
         self, method: str, params: Mapping[str, Any] | None, protocol_version: str, initialized: bool
@@ -119,7 +170,7 @@ class FastPath:
         """
         if method not in HOT_METHODS:
             return None
-        layers = self._current_layers()
+        layers = self._layers = self._chain.layers()
         if layers is None or (layers.traced and tracing_active()):
             return None
         if not initialized and method != "ping":
@@ -168,23 +219,12 @@ class FastPath:
         layers = self._layers
         assert layers is not None
         self.served += 1
-        call: Callable[[], Awaitable[HandlerResult]] = partial(
-            self._handle, plan, layers, dctx, connection, lifespan_state
-        )
-        if layers.authorization is not None:
-            call = partial(layers.authorization.around, plan.method, plan.params, call)
-        if layers.observation is not None:
-            return cast(dict[str, Any], await layers.observation.around(plan.method, plan.params, call))
-        return cast(dict[str, Any], await call())
+        request = RequestView(plan.method, plan.params, dctx, connection, lifespan_state)
+        return await layers.around(plan.method, plan.params, partial(self._handle, plan, layers, request))
 
-    async def _handle(
-        self, plan: Plan, layers: _Layers, dctx: Any, connection: Callable[[], _sdk.Connection], lifespan_state: Any
-    ) -> dict[str, Any]:
+    async def _handle(self, plan: Plan, layers: Layers, request: RequestView) -> dict[str, Any]:
         result = await in_turn(partial(self._inner, plan))
-        if layers.boundary is not None and _sdk.is_input_required(result) and result.get("requestState") is not None:
-            context = _sdk.request_context(self._server, connection, lifespan_state, dctx, plan.method, plan.params)
-            return cast(dict[str, Any], await layers.boundary(context, partial(_returning, result)))
-        return result
+        return await layers.sealed(result, self._server, request)
 
     async def _inner(self, plan: Plan) -> dict[str, Any]:
         if plan.method == "tools/call":  # straight to the tool's own Tool.run: no Context to build
@@ -200,7 +240,7 @@ async def _returning(result: dict[str, Any], _ctx: object) -> dict[str, Any]:
     return result
 
 
-def _layers_of(chain: list[Any]) -> _Layers | None:
+def _layers_of(chain: list[Any]) -> Layers | None:
     """The known layers of a middleware chain in the order the fast path reproduces, or None if the chain
     holds anything else or in another order."""
     if not all(isinstance(member, _KNOWN_MIDDLEWARE) for member in chain):
@@ -213,7 +253,7 @@ def _layers_of(chain: list[Any]) -> _Layers | None:
     authorization = next((m for m in chain if isinstance(m, AuthorizationMiddleware)), None)
     boundary = next((m for m in chain if isinstance(m, _sdk.RequestStateBoundary)), None)
     traced = any(isinstance(m, _sdk.OpenTelemetryMiddleware) for m in chain)
-    return _Layers(observation, authorization, boundary, traced)
+    return Layers(observation, authorization, boundary, traced)
 
 
 def fast_path_for(app: object, enabled: bool) -> FastPath | None:

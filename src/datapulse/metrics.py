@@ -24,6 +24,7 @@ Instruments (label values in brackets)::
     datapulse_bridge_child_exits_total       counter    server (exits and crashes DataPulse did not cause)
     datapulse_upstream_requests_total        counter    server, method, outcome (`UpstreamOutcome`; bridge, proxy)
     datapulse_upstream_request_duration_seconds histogram server, method
+    datapulse_upstream_passthrough_requests_total counter server, method (proxy: forwarded on the pass-through)
 
 ``transport`` is one of ``streamable_http``, ``sse``, ``datapulse_api``, and for messages also ``stateless``
 (2026-07-28 requests served without a session). Messages ``in`` are JSON-RPC requests received, ``out`` the
@@ -169,6 +170,7 @@ class _Instruments:
     bridge_child_exits_total: Counter
     upstream_requests_total: Counter
     upstream_request_duration_seconds: Histogram
+    upstream_passthrough_requests_total: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> _Instruments:
@@ -271,6 +273,14 @@ class _Instruments:
                 registry=registry,
                 buckets=TOOL_DURATION_BUCKETS_S,
             ),
+            upstream_passthrough_requests_total=Counter(
+                "datapulse_upstream_passthrough_requests",
+                "Requests a gateway forwarded to its 2026-07-28 upstream on the pass-through (one HTTP exchange, no "
+                "era translation: datapulse.bridge.passthrough), by server and method; also counted in "
+                "datapulse_upstream_requests_total.",
+                ["server", "method"],
+                registry=registry,
+            ),
         )
         for reason in sorted(AUTH_REASONS):
             instruments.auth_failures_total.labels(reason)
@@ -352,6 +362,7 @@ class Metrics:
     bridge_child_exits_total: Counter
     upstream_requests_total: Counter
     upstream_request_duration_seconds: Histogram
+    upstream_passthrough_requests_total: Counter
 
     def __init__(self, *, multiprocess_dir: str | None = None) -> None:
         if multiprocess_dir is None:

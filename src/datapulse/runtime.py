@@ -13,7 +13,7 @@ import anyio
 from datapulse import _sdk
 from datapulse.config import Settings
 from datapulse.dashboard.tap import FrameTaps
-from datapulse.sessions.live import LiveSession
+from datapulse.sessions.live import FastLane, LiveSession
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.registry import SessionKind, SessionRecord
 from datapulse.sessions.streams import EventJournal
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from datapulse.audit import Auditor
     from datapulse.cluster.bus import RedisSubscriptionBus
     from datapulse.cluster.node import ClusterNode
-    from datapulse.fastpath import FastPath
     from datapulse.metrics import Metrics
     from datapulse.security import Security
 
@@ -85,9 +84,9 @@ class Runtime:
     """True between the lifespan's start and the beginning of shutdown's stream teardown."""
     taps: FrameTaps = field(default_factory=FrameTaps)
     """Watchers of sessions' JSON-RPC traffic (the dashboard's watch streams), by session id."""
-    fast_path: FastPath | None = None
-    """Serves an MCPServer's hot methods with the least work (`datapulse.fastpath`); None when off or not an
-    MCPServer."""
+    fast_path: FastLane | None = None
+    """Serves the hot methods with the least work: an MCPServer's (`datapulse.fastpath`), or a gateway's forwarded
+    to a 2026-07-28 upstream (`datapulse.bridge.passthrough`); None when off or neither."""
     upstreams: Callable[[], Mapping[str, str | None]] | None = None
     """A bridge or gateway's servers, each with why it is down (None: up), for ``/ready``; None otherwise."""
 

@@ -164,11 +164,18 @@ async def test_the_upstreams_sampling_request_is_answered_by_the_real_client(ups
         assert await call(connected, "sample", {"question": "why"}) == "answer to why"
 
 
-async def test_an_upstream_that_does_not_answer_in_time_gives_a_timeout_error_and_the_proxy_serves_on() -> None:
+PASSTHROUGH_OR_NOT: Final = [("2025", "2025"), ("2026", "2026")]
+"""(upstream era, client era): a 2025 session through the full path; 2026-07-28 both sides, the pass-through."""
+
+
+@pytest.mark.parametrize(("upstream_era", "client_era"), PASSTHROUGH_OR_NOT, ids=["2025-session", "2026-passthrough"])
+async def test_an_upstream_that_does_not_answer_in_time_gives_a_timeout_error_and_the_proxy_serves_on(
+    upstream_era: Era, client_era: ClientEra
+) -> None:
     async with (
-        spawn_upstream("2025") as upstream,
+        spawn_upstream(upstream_era) as upstream,
         proxy(upstream, "--request-timeout-s", "0.5") as server,
-        client(server, "2025") as connected,
+        client(server, client_era) as connected,
     ):
         with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as caught:
             await connected.call_tool("slow", {"seconds": 30})
@@ -177,11 +184,19 @@ async def test_an_upstream_that_does_not_answer_in_time_gives_a_timeout_error_an
         assert await call(connected, "echo", {"message": "still here"}) == "still here"
 
 
-@pytest.mark.parametrize("upstream_era", UPSTREAM_ERAS, ids=lambda era: f"{era}-upstream")
+@pytest.mark.parametrize(
+    ("upstream_era", "client_era"),
+    [("2026", "2025"), ("2025", "2025"), ("2024", "2025"), ("2026", "2026")],
+    ids=["2026-upstream", "2025-upstream", "2024-upstream", "2026-upstream-passthrough"],
+)
 async def test_an_upstream_killed_mid_call_fails_the_call_with_a_clear_error_and_the_proxy_stays_up(
-    upstream_era: Era,
+    upstream_era: Era, client_era: ClientEra
 ) -> None:
-    async with spawn_upstream(upstream_era) as upstream, proxy(upstream) as server, client(server, "2025") as connected:
+    async with (
+        spawn_upstream(upstream_era) as upstream,
+        proxy(upstream) as server,
+        client(server, client_era) as connected,
+    ):
         assert await call(connected, "echo", {"message": "before"}) == "before"
         failure: list[MCPError] = []
         running = anyio.Event()
@@ -221,6 +236,9 @@ async def test_an_upstream_killed_mid_call_fails_the_call_with_a_clear_error_and
             for outcome in ("ok", "unavailable", "error")
         }
         assert counted == {"ok": 1.0, "unavailable": 2.0, "error": 0.0}  # "before"; the killed call and the next
+        passthrough = "datapulse_upstream_passthrough_requests_total"
+        passed = value(samples, passthrough, server="127.0.0.1", method="tools/call")
+        assert passed == (3.0 if (upstream_era, client_era) == ("2026", "2026") else 0.0)
 
 
 async def test_a_proxy_whose_upstream_cannot_be_reached_exits_1_naming_the_reason() -> None:

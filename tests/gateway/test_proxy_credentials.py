@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.gateway.test_proxy import client
+from tests.gateway.test_proxy import PASSTHROUGH_OR_NOT, ClientEra, client
 from tests.support.asgi_serving import serving
 from tests.support.bridging import CALL_TIMEOUT_S, call
 from tests.support.http_upstream import BEARER_PATH, Era, spawn_upstream
@@ -48,8 +48,14 @@ async def rotate(upstream_url: str, token: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
-@pytest.mark.parametrize("upstream_era", ["2026", "2025", "2024"], ids=lambda era: f"{era}-upstream")
-async def test_the_upstream_gets_datapulses_own_bearer_token_and_never_the_clients(upstream_era: Era) -> None:
+@pytest.mark.parametrize(
+    ("upstream_era", "client_era"),
+    [("2026", "2025"), ("2025", "2025"), ("2024", "2025"), ("2026", "2026")],
+    ids=["2026-upstream", "2025-upstream", "2024-upstream", "2026-upstream-passthrough"],
+)
+async def test_the_upstream_gets_datapulses_own_bearer_token_and_never_the_clients(
+    upstream_era: Era, client_era: ClientEra
+) -> None:
     async with (
         spawn_upstream(upstream_era, bearer=UPSTREAM_TOKEN) as upstream,
         spawn_datapulse(
@@ -57,7 +63,7 @@ async def test_the_upstream_gets_datapulses_own_bearer_token_and_never_the_clien
             env={"DATAPULSE_TOKEN": TOKEN, "UPSTREAM_TOKEN": UPSTREAM_TOKEN},
             command="proxy",
         ) as server,
-        client(server, "2025") as connected,
+        client(server, client_era) as connected,
     ):
         assert await call(connected, "echo", {"message": "with our own token"}) == "with our own token"
         last = await seen(upstream.seen_url)
@@ -117,12 +123,13 @@ async def token_endpoint(token: str) -> AsyncIterator[tuple[TokenEndpoint, str]]
         yield endpoint, url + "/token"
 
 
+@pytest.mark.parametrize(("upstream_era", "client_era"), PASSTHROUGH_OR_NOT, ids=["2025-session", "2026-passthrough"])
 async def test_oauth_client_credentials_are_fetched_once_refreshed_once_when_refused_and_then_an_audited_error(
-    tmp_path: Path,
+    tmp_path: Path, upstream_era: Era, client_era: ClientEra
 ) -> None:
     audit = tmp_path / "audit.jsonl"
     async with (
-        spawn_upstream("2025", bearer="first-token") as upstream,
+        spawn_upstream(upstream_era, bearer="first-token") as upstream,
         token_endpoint("first-token") as (endpoint, token_url),
         spawn_datapulse(
             [
@@ -134,7 +141,7 @@ async def test_oauth_client_credentials_are_fetched_once_refreshed_once_when_ref
             env={"DATAPULSE_TOKEN": TOKEN, "UPSTREAM_SECRET": CLIENT_SECRET, "DATAPULSE_AUDIT_SINKS": f"file:{audit}"},
             command="proxy",
         ) as server,
-        client(server, "2025") as connected,
+        client(server, client_era) as connected,
     ):
         assert await call(connected, "echo", {"message": "one"}) == "one"
         fetched = len(endpoint.requests)  # the start-up check's token, and the server's own

@@ -167,6 +167,7 @@ def test_every_metric_is_prefixed_and_names_its_unit() -> None:
         "datapulse_bridge_child_exits": "counter",
         "datapulse_upstream_requests": "counter",
         "datapulse_upstream_request_duration_seconds": "histogram",
+        "datapulse_upstream_passthrough_requests": "counter",
     }
     assert content_type.startswith("text/plain; version=0.0.4")
 

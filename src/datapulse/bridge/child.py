@@ -47,6 +47,10 @@ log = logging.getLogger("datapulse.bridge.child")
 STDERR_LINE_MAX_CHARS = 2000
 
 
+CLIENT_INFO: Final = types.Implementation(name="datapulse-bridge", version="1")
+"""How DataPulse names itself to the servers it bridges and the upstreams it forwards to."""
+
+
 class ChildStartError(RuntimeError):
     """The child did not become ready: it could not be spawned, exited, or did not answer ``initialize`` in time."""
 
@@ -270,7 +274,7 @@ class Child:
                 list_roots_callback=self._list_roots if self._relays("roots") else None,
                 logging_callback=self._logging,
                 message_handler=self._notified,
-                client_info=types.Implementation(name="datapulse-bridge", version="1"),
+                client_info=CLIENT_INFO,
             )
         )
         try:

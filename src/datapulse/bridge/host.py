@@ -22,6 +22,7 @@ from datapulse.bridge.child import ChildStartError
 from datapulse.bridge.config import BridgedServer
 from datapulse.bridge.continuity import UpstreamSessions
 from datapulse.bridge.federation import Federation, federation_settings
+from datapulse.bridge.passthrough import passthrough_for
 from datapulse.bridge.proxy import Bridge, probe
 from datapulse.config import ConfigurationError, Settings
 from datapulse.mounts import Mount, PrefixRouter
@@ -88,7 +89,8 @@ def mount_settings(settings: Settings, spec: BridgedServer) -> Settings:
 
 def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
     """The DataPulse app serving ``bridge``; the bridge is given its sessions, metrics and auditor (`Bridge.sessions`),
-    and ``/ready`` reports whether it is down.
+    and ``/ready`` reports whether it is down. A 2026-07-28 upstream's 2026-07-28 requests take the pass-through
+    (`datapulse.bridge.passthrough`) unless ``settings.fast_path`` is off.
 
     Raises:
         ConfigurationError: see `create_app`.
@@ -97,6 +99,9 @@ def bridge_app(bridge: Bridge, settings: Settings) -> FastAPI:
     runtime = runtime_of(app)
     attach(bridge, runtime)
     runtime.upstreams = lambda: {bridge.spec.name: bridge.down}
+    forward = passthrough_for(bridge, settings.fast_path)
+    if forward is not None:
+        runtime.fast_path = forward
     return app
 
 

@@ -120,13 +120,13 @@ async def probe(spec: BridgedServer) -> tuple[types.InitializeResult, BridgedSer
     return result, settled(spec, child.transport)
 
 
-def _outcome_of(error: MCPError) -> UpstreamOutcome:
+def outcome_of(error: MCPError) -> UpstreamOutcome:
     """The ``outcome`` label of a forwarded request that ended in ``error``."""
-    if error.error.code == types.REQUEST_TIMEOUT and _reason_of(error) == "upstream_timeout":
+    if error.error.code == types.REQUEST_TIMEOUT and reason_of(error) == "upstream_timeout":
         return "timeout"
-    if error.error.code != CHILD_UNAVAILABLE or _reason_of(error) is None:
+    if error.error.code != CHILD_UNAVAILABLE or reason_of(error) is None:
         return "error"
-    return "denied" if _reason_of(error) in DENIAL_REASONS else "unavailable"
+    return "denied" if reason_of(error) in DENIAL_REASONS else "unavailable"
 
 
 def relay_handlers(capabilities: types.ServerCapabilities, relay: Any) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def relay_handlers(capabilities: types.ServerCapabilities, relay: Any) -> dict[s
     return handlers
 
 
-def _reason_of(error: MCPError) -> str | None:
+def reason_of(error: MCPError) -> str | None:
     """``data.reason`` of an error of ours, if any."""
     data = error.error.data
     reason = data.get("reason") if isinstance(data, dict) else None
@@ -212,6 +212,10 @@ class Bridge:
         continuity: cluster mode with a Streamable HTTP upstream: where its sessions are recorded so another instance
             continues them (`datapulse.bridge.continuity`); None otherwise.
         pool: the children (while the server's lifespan runs).
+        http: a 2026-07-28 upstream: the HTTP client of the gateway's pass-through (`datapulse.bridge.passthrough`),
+            with the upstream's credentials (while the server's lifespan runs); None otherwise.
+        forward_failure: why the pass-through's last request found the upstream unreachable (None since one got
+            through); counted in `down`.
     """
 
     def __init__(self, spec: BridgedServer, info: types.InitializeResult) -> None:
@@ -222,6 +226,8 @@ class Bridge:
         self.auditor: Auditor | None = None
         self.continuity: UpstreamSessions | None = None
         self.pool: ChildPool | None = None
+        self.http: httpx2.AsyncClient | None = None
+        self.forward_failure: str | None = None
         self._input_schemas: dict[str, Mapping[str, Any]] = {}
         self._subscribed_uris: set[str] = set()
         self._subscriptions_changed = anyio.Event()
@@ -245,8 +251,11 @@ class Bridge:
 
     @asynccontextmanager
     async def lifespan(self, _server: Server[Any]) -> AsyncIterator[dict[str, Any]]:
+        auth = upstream_auth(self.spec)
         async with anyio.create_task_group() as tasks:
-            self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics, upstream_auth(self.spec))
+            self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics, auth)
+            if self.spec.transport == "modern":
+                self.http = upstream.forwarding_client(*auth)
             tasks.start_soon(self._sweep_forever)
             if self.spec.transport == "modern" and _announces_changes(self.info.capabilities):
                 tasks.start_soon(self._listen_upstream)
@@ -255,12 +264,16 @@ class Bridge:
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.pool.stop_all()
+                    if self.http is not None:
+                        await self.http.aclose()
+                        self.http = None
                 tasks.cancel_scope.cancel()
 
     @property
     def down(self) -> str | None:
-        """Why the bridged server is down (its last start failed or its last child ended, none alive), else None."""
-        return None if self.pool is None else self.pool.down
+        """Why the bridged server is down (its last start failed or its last child ended, none alive; or the
+        pass-through's last request could not reach it), else None."""
+        return (None if self.pool is None else self.pool.down) or self.forward_failure
 
     def session_alive(self, session_id: str) -> bool:
         """Whether the DataPulse session ``session_id`` still exists (True while `sessions` is unset)."""
@@ -339,15 +352,17 @@ class Bridge:
             outcome = "ok"
             return result
         except MCPError as exc:
-            outcome = _outcome_of(exc)
+            outcome = outcome_of(exc)
             raise
         finally:
-            if self.metrics is not None:
-                name, method = self.spec.name, ctx.method
-                self.metrics.upstream_requests_total.labels(name, method, outcome).inc()
-                self.metrics.upstream_request_duration_seconds.labels(name, method).observe(
-                    time.perf_counter() - started
-                )
+            self.count(ctx.method, outcome, started)
+
+    def count(self, method: str, outcome: UpstreamOutcome, started: float) -> None:
+        """Count and time one forwarded request (``datapulse_upstream_*``; ``started``: `time.perf_counter`)."""
+        if self.metrics is not None:
+            name = self.spec.name
+            self.metrics.upstream_requests_total.labels(name, method, outcome).inc()
+            self.metrics.upstream_request_duration_seconds.labels(name, method).observe(time.perf_counter() - started)
 
     async def _relay(self, ctx: Ctx, call: Callable[[ClientSession], Awaitable[T]]) -> T:
         """Run ``call`` with the child that serves the request (see `_key`), started or continued as needed.
@@ -366,14 +381,7 @@ class Bridge:
             child = await self.pool.child_for(key, capabilities, resume)
         except ChildStartError as exc:
             log.warning("%s", exc)
-            what = (
-                "upstream server {!r} cannot be reached" if self.spec.remote else "bridged server {!r} could not start"
-            )
-            raise MCPError(
-                code=CHILD_UNAVAILABLE,
-                message=f"the {what.format(self.spec.name)}; retry shortly",
-                data={"reason": "start_failed"},
-            ) from None
+            raise self.unreachable_error() from None
         except Restarting as exc:
             data = {"reason": "restarting", "retry_after_s": round(exc.retry_after_s, 3)}
             raise MCPError(code=CHILD_UNAVAILABLE, message=str(exc), data=data) from None
@@ -388,11 +396,11 @@ class Bridge:
         child.in_flight += 1
         child.context.append(ctx)
         try:
-            return _own_meta(await call(session))
+            return own_meta(await call(session))
         except MCPError as exc:
             error = self._unavailable(child, exc)
-            await self._audit_denial(error, child)
-            if continuity is not None and _reason_of(error) == "upstream_session_ended":
+            await self.audit_denial(error, child.denied_status)
+            if continuity is not None and reason_of(error) == "upstream_session_ended":
                 await continuity.drop(key)  # the upstream forgot it: the next request opens a new one
             raise error from None
         finally:
@@ -400,9 +408,10 @@ class Bridge:
             child.context.remove(ctx)
             child.last_used = time.monotonic()
 
-    async def _audit_denial(self, error: MCPError, child: Child) -> None:
-        """An ``upstream_auth`` audit record when ``error`` is the upstream refusing our credentials."""
-        reason = _reason_of(error)
+    async def audit_denial(self, error: MCPError, status: int | None) -> None:
+        """An ``upstream_auth`` audit record when ``error`` is the upstream refusing our credentials (``status``:
+        its HTTP status, 401 when unknown)."""
+        reason = reason_of(error)
         if reason not in DENIAL_REASONS or self.auditor is None or not self.auditor.active:
             return
         session = CURRENT_SESSION.get()
@@ -414,7 +423,7 @@ class Bridge:
                 transport=None,
                 protocol_version=None,
                 name=self.spec.name,
-                outcome=f"denied_{child.denied_status or 401}",
+                outcome=f"denied_{status or 401}",
             )
 
     def _unavailable(self, child: Child, exc: MCPError) -> MCPError:
@@ -425,16 +434,7 @@ class Bridge:
             message = upstream.denial_message(spec.name, child.denied_status)
             return MCPError(code=CHILD_UNAVAILABLE, message=message, data={"reason": "upstream_unauthorized"})
         if code == types.CONNECTION_CLOSED:
-            what = (
-                f"connection to the upstream server {spec.name!r} ended"
-                if spec.remote
-                else (f"bridged server {spec.name!r} exited")
-            )
-            return MCPError(
-                code=CHILD_UNAVAILABLE,
-                message=f"the {what} during the request; it is restarted on the next request",
-                data={"reason": "exited"},
-            )
+            return self.ended_error()
         if spec.remote and code == types.INVALID_REQUEST and exc.error.message == "Session terminated":
             child.alive = False  # the upstream forgot the session (it restarted): the next request opens a new one
             if self.pool is not None:
@@ -445,12 +445,40 @@ class Bridge:
                 data={"reason": "upstream_session_ended"},
             )
         if spec.remote and code == types.REQUEST_TIMEOUT:
-            return MCPError(
-                code=types.REQUEST_TIMEOUT,
-                message=f"the upstream server {spec.name!r} did not answer within {spec.request_timeout_s:g} s",
-                data={"reason": "upstream_timeout"},
-            )
+            return self.timeout_error()
         return exc
+
+    def ended_error(self) -> MCPError:
+        """The error of a request during which the connection to the server ended (``data.reason`` ``exited``)."""
+        spec = self.spec
+        what = (
+            f"connection to the upstream server {spec.name!r} ended"
+            if spec.remote
+            else f"bridged server {spec.name!r} exited"
+        )
+        return MCPError(
+            code=CHILD_UNAVAILABLE,
+            message=f"the {what} during the request; it is restarted on the next request",
+            data={"reason": "exited"},
+        )
+
+    def timeout_error(self) -> MCPError:
+        """The error of a request the remote server did not answer within ``request_timeout_s`` (-32001)."""
+        spec = self.spec
+        return MCPError(
+            code=types.REQUEST_TIMEOUT,
+            message=f"the upstream server {spec.name!r} did not answer within {spec.request_timeout_s:g} s",
+            data={"reason": "upstream_timeout"},
+        )
+
+    def unreachable_error(self) -> MCPError:
+        """The error of a request whose server could not be started or reached (``data.reason`` ``start_failed``)."""
+        what = "upstream server {!r} cannot be reached" if self.spec.remote else "bridged server {!r} could not start"
+        return MCPError(
+            code=CHILD_UNAVAILABLE,
+            message=f"the {what.format(self.spec.name)}; retry shortly",
+            data={"reason": "start_failed"},
+        )
 
     async def list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
         result = await self._forward(ctx, lambda session: session.list_tools(params=_page(params)))
@@ -637,7 +665,7 @@ async def _answered(
 RESERVED_META_PREFIX: Final = "io.modelcontextprotocol/"
 
 
-def _own_meta(result: T) -> T:
+def own_meta(result: T) -> T:
     """A child's result without the protocol's reserved ``_meta`` keys: they describe the child's connection with
     us (e.g. a 2026-07-28 upstream's ``serverInfo`` stamp); our own kernel stamps the client's own."""
     meta = getattr(result, "meta", None)

@@ -36,6 +36,7 @@ __all__ = [
     "candidates",
     "client_mode",
     "denial_message",
+    "forwarding_client",
     "open_streams",
 ]
 
@@ -129,6 +130,28 @@ def _request_id(request: httpx2.Request) -> str | int | None:
         return None
     candidate = message.get("id")
     return candidate if isinstance(candidate, str | int) and not isinstance(candidate, bool) else None
+
+
+FORWARD_KEEPALIVE_CONNECTIONS: Final = 256
+"""Idle connections the pass-through keeps open to a 2026-07-28 upstream (one per concurrent request, up to this)."""
+
+
+def forwarding_client(headers: Mapping[str, str], auth: httpx2.Auth | None) -> httpx2.AsyncClient:
+    """The HTTP client of the gateway's pass-through to a 2026-07-28 upstream (`datapulse.bridge.passthrough`).
+
+    Args:
+        headers: sent on every request (the upstream credentials' static and bearer headers).
+        auth: the upstream credentials' auth flow (OAuth client credentials: a 401 refreshes its token once), or None.
+
+    Its connect, write and pool waits time out after `CONNECT_TIMEOUT_S`; reads do not: the caller bounds the
+    whole exchange (the server's ``request_timeout_s``). Its 401 and 403 answers are left to the caller.
+    """
+    return httpx2.AsyncClient(
+        headers={"accept": "application/json, text/event-stream", "content-type": "application/json", **headers},
+        auth=auth,
+        timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=None),
+        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=FORWARD_KEEPALIVE_CONNECTIONS),
+    )
 
 
 def _client(

@@ -66,6 +66,10 @@ class HttpRequestViews:
     _transport: _sdk.TransportContext | None
     _metadata: _sdk.ServerMessageMetadata | None
 
+    def header_items(self) -> list[tuple[bytes, bytes]]:
+        """The HTTP request's headers as the ASGI scope holds them (lower-case names, raw values)."""
+        return list(self._scope["headers"])
+
     @property
     def transport(self) -> _sdk.TransportContext:
         """The handler's view of the HTTP request: transport kind, whether it may send requests, headers."""
@@ -170,6 +174,9 @@ class _NotifyOnly:
 
 class FastLane(Protocol):
     """What a session uses of `datapulse.fastpath.FastPath` (named here so sessions do not import it)."""
+
+    served: int
+    """Requests served on the fast path so far."""
 
     def plan(self, method: str, params: Mapping[str, Any] | None, protocol_version: str, initialized: bool) -> Any:
         """The plan to serve one request on the fast path, or None for the full path."""
