@@ -9,7 +9,7 @@ does something for such a request:
 
 1. DataPulse's observation (metrics, audit) and authorization (scopes, rate limits), the same code as their
    middleware, in the same order (`datapulse.fastpath.Layers`), and the session's acceptance order;
-2. one POST to the upstream with the gateway's own HTTP client (`datapulse.bridge.upstream.forwarding_client`): the
+2. one POST to the upstream with the gateway's own HTTP client (`datapulse.bridge.upstream.ForwardingClients`): the
    upstream's credentials, never the client's token; the client's ``params`` (its ``_meta`` envelope with
    DataPulse's own ``clientInfo``, so the upstream sees the client's capabilities and log level, as on the full
    path), the routing headers (``MCP-Protocol-Version``, ``Mcp-Method``, ``Mcp-Name``) and the client's
@@ -85,7 +85,7 @@ class Passthrough:
     """Forwards a gateway's 2026-07-28 requests to its 2026-07-28 upstream; see the module docstring.
 
     Args:
-        bridge: the gateway's bridged server (``spec.transport == "modern"``); its ``http`` client is used while its
+        bridge: the gateway's bridged server (``spec.transport == "modern"``); its ``http`` clients are used while its
             lifespan runs.
 
     Use, as `datapulse.fastpath.FastPath`: ``plan = passthrough.plan(method, params, version, initialized)``; None:
@@ -186,9 +186,10 @@ class Passthrough:
 
     async def _exchange(self, plan: Forward, dctx: Any) -> dict[str, Any]:
         """POST ``plan`` to the upstream and return its result (see the module docstring for the errors)."""
-        client, bridge, spec = self._bridge.http, self._bridge, self._spec
-        if client is None:
+        clients, bridge, spec = self._bridge.http, self._bridge, self._spec
+        if clients is None:
             raise MCPError(code=CHILD_UNAVAILABLE, message="the gateway is not running")
+        client = clients.next()
         assert spec.url is not None
         request_id = getattr(dctx, "request_id", 1)
         body = _jsonrpc.dumps({"jsonrpc": "2.0", "id": request_id, "method": plan.method, "params": _sent(plan)})

@@ -212,7 +212,7 @@ class Bridge:
         continuity: cluster mode with a Streamable HTTP upstream: where its sessions are recorded so another instance
             continues them (`datapulse.bridge.continuity`); None otherwise.
         pool: the children (while the server's lifespan runs).
-        http: a 2026-07-28 upstream: the HTTP client of the gateway's pass-through (`datapulse.bridge.passthrough`),
+        http: a 2026-07-28 upstream: the HTTP clients of the gateway's pass-through (`datapulse.bridge.passthrough`),
             with the upstream's credentials (while the server's lifespan runs); None otherwise.
         forward_failure: why the pass-through's last request found the upstream unreachable (None since one got
             through); counted in `down`.
@@ -226,7 +226,7 @@ class Bridge:
         self.auditor: Auditor | None = None
         self.continuity: UpstreamSessions | None = None
         self.pool: ChildPool | None = None
-        self.http: httpx2.AsyncClient | None = None
+        self.http: upstream.ForwardingClients | None = None
         self.forward_failure: str | None = None
         self._input_schemas: dict[str, Mapping[str, Any]] = {}
         self._subscribed_uris: set[str] = set()
@@ -255,7 +255,7 @@ class Bridge:
         async with anyio.create_task_group() as tasks:
             self.pool = ChildPool(self.spec, tasks, _ClientRequests(self), self.metrics, auth)
             if self.spec.transport == "modern":
-                self.http = upstream.forwarding_client(*auth)
+                self.http = upstream.ForwardingClients(*auth)
             tasks.start_soon(self._sweep_forever)
             if self.spec.transport == "modern" and _announces_changes(self.info.capabilities):
                 tasks.start_soon(self._listen_upstream)

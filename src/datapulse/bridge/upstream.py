@@ -14,6 +14,7 @@ connection is ended and the refusal named when the waiting requests fail (``on_r
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -33,10 +34,10 @@ __all__ = [
     "UPSTREAM_DENIED",
     "ConcreteTransport",
     "DenialAsJsonRpc",
+    "ForwardingClients",
     "candidates",
     "client_mode",
     "denial_message",
-    "forwarding_client",
     "open_streams",
 ]
 
@@ -132,26 +133,48 @@ def _request_id(request: httpx2.Request) -> str | int | None:
     return candidate if isinstance(candidate, str | int) and not isinstance(candidate, bool) else None
 
 
-FORWARD_KEEPALIVE_CONNECTIONS: Final = 256
-"""Idle connections the pass-through keeps open to a 2026-07-28 upstream (one per concurrent request, up to this)."""
+FORWARD_SHARDS: Final = 32
+"""How many HTTP clients (each its own connection pool) the pass-through spreads its requests over, in turn."""
+FORWARD_KEEPALIVE_PER_SHARD: Final = 8
+"""Idle connections each of them keeps open to the upstream."""
 
 
-def forwarding_client(headers: Mapping[str, str], auth: httpx2.Auth | None) -> httpx2.AsyncClient:
-    """The HTTP client of the gateway's pass-through to a 2026-07-28 upstream (`datapulse.bridge.passthrough`).
+class ForwardingClients:
+    """The HTTP clients of the gateway's pass-through to a 2026-07-28 upstream (`datapulse.bridge.passthrough`).
 
     Args:
         headers: sent on every request (the upstream credentials' static and bearer headers).
-        auth: the upstream credentials' auth flow (OAuth client credentials: a 401 refreshes its token once), or None.
+        auth: the upstream credentials' auth flow (OAuth client credentials: a 401 refreshes its token once, and the
+            token is shared by every client), or None.
 
-    Its connect, write and pool waits time out after `CONNECT_TIMEOUT_S`; reads do not: the caller bounds the
-    whole exchange (the server's ``request_timeout_s``). Its 401 and 403 answers are left to the caller.
+    `FORWARD_SHARDS` httpx2 clients sharing one TLS context, used in turn (`next`): httpcore's connection pool
+    looks at each of its connections when a request starts and when its response closes, so one pool holding a
+    connection per concurrent request costs more per request the more requests are in flight (at 256: about half
+    again, measured); pools of a few connections each keep that short. Connect, write and pool waits time out after
+    `CONNECT_TIMEOUT_S`; reads do not: the caller bounds the whole exchange (the server's ``request_timeout_s``).
+    401 and 403 answers are left to the caller.
     """
-    return httpx2.AsyncClient(
-        headers={"accept": "application/json, text/event-stream", "content-type": "application/json", **headers},
-        auth=auth,
-        timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=None),
-        limits=httpx2.Limits(max_connections=None, max_keepalive_connections=FORWARD_KEEPALIVE_CONNECTIONS),
-    )
+
+    def __init__(self, headers: Mapping[str, str], auth: httpx2.Auth | None) -> None:
+        verify = httpx2.create_ssl_context()
+        sent = {"accept": "application/json, text/event-stream", "content-type": "application/json", **headers}
+        self._clients = [
+            httpx2.AsyncClient(
+                headers=sent,
+                auth=auth,
+                verify=verify,
+                timeout=httpx2.Timeout(CONNECT_TIMEOUT_S, read=None),
+                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=FORWARD_KEEPALIVE_PER_SHARD),
+            )
+            for _ in range(FORWARD_SHARDS)
+        ]
+        self.next: Callable[[], httpx2.AsyncClient] = itertools.cycle(self._clients).__next__
+        """The client the next request uses."""
+
+    async def aclose(self) -> None:
+        """Close every client's connections."""
+        for client in self._clients:
+            await client.aclose()
 
 
 def _client(
