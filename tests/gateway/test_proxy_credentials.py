@@ -106,10 +106,14 @@ class TokenEndpoint:
 
     token: str
     requests: list[dict[str, str]] = field(default_factory=list)
+    failing: bool = False
+    """True: every token request is answered 503 ``temporarily_unavailable`` (RFC 6749 §5.2)."""
 
     async def handle(self, request: Request) -> JSONResponse:
         form = {key: str(value) for key, value in (await request.form()).items()}
         self.requests.append(form)
+        if self.failing:
+            return JSONResponse({"error": "temporarily_unavailable"}, status_code=503)
         if form.get("grant_type") != "client_credentials" or not request.headers.get("authorization"):
             return JSONResponse({"error": "invalid_request"}, status_code=400)
         return JSONResponse({"access_token": self.token, "token_type": "Bearer", "expires_in": 3600})
@@ -164,3 +168,41 @@ async def test_oauth_client_credentials_are_fetched_once_refreshed_once_when_ref
     denials = [record for record in records if record["kind"] == "upstream_auth"]
     assert [(record["outcome"], record["name"]) for record in denials] == [("denied_401", "127.0.0.1")]
     assert CLIENT_SECRET not in audit.read_text()
+
+
+@pytest.mark.parametrize(("upstream_era", "client_era"), PASSTHROUGH_OR_NOT, ids=["2025-session", "2026-passthrough"])
+async def test_a_token_endpoint_that_stops_issuing_tokens_fails_calls_clearly_until_it_issues_them_again(
+    upstream_era: Era, client_era: ClientEra
+) -> None:
+    async with (
+        spawn_upstream(upstream_era, bearer="first-token") as upstream,
+        token_endpoint("first-token") as (endpoint, token_url),
+        spawn_datapulse(
+            [
+                *("--upstream-oauth-token-url", token_url),
+                *("--upstream-oauth-client-id", CLIENT_ID),
+                *("--upstream-oauth-client-secret-env", "UPSTREAM_SECRET"),
+                upstream.mcp_url,
+            ],
+            env={"DATAPULSE_TOKEN": TOKEN, "UPSTREAM_SECRET": CLIENT_SECRET},
+            command="proxy",
+        ) as server,
+        client(server, client_era) as connected,
+    ):
+        assert await call(connected, "echo", {"message": "one"}) == "one"
+        endpoint.failing = True
+        await rotate(upstream.url, "second-token")  # the cached token is refused, and no new one comes
+        with anyio.fail_after(CALL_TIMEOUT_S), pytest.raises(MCPError) as caught:
+            await connected.call_tool("echo", {"message": "two"})
+        endpoint.failing, endpoint.token = False, "second-token"
+        with anyio.fail_after(CALL_TIMEOUT_S):
+            assert await call(connected, "echo", {"message": "three"}) == "three"
+    error = caught.value.error
+    assert error.code == -32000, error
+    # The full path sees the upstream's 401 end its connection; the pass-through sees the token request fail.
+    expected = {"2025": ("upstream_unauthorized", "refused DataPulse's credentials (HTTP 401)")}.get(
+        client_era, ("upstream_credentials", "could not get a token for the upstream server '127.0.0.1'")
+    )
+    assert isinstance(error.data, dict), error
+    assert (error.data["reason"], expected[1] in error.message) == (expected[0], True), error
+    assert CLIENT_SECRET not in error.message

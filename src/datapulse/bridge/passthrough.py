@@ -23,7 +23,8 @@ does something for such a request:
    server's ``request_timeout_s`` (-32001, ``upstream_timeout``), an upstream that cannot be reached
    (``start_failed``, and ``/ready`` reports it down until a request gets through) or that closes the connection
    mid-request (``exited``), a refusal of our credentials (``upstream_unauthorized``/``upstream_forbidden``,
-   audited as ``upstream_auth``), ``datapulse_upstream_requests_total`` and its duration histogram (and
+   audited as ``upstream_auth``), a token endpoint that gives no token (``upstream_credentials``);
+   ``datapulse_upstream_requests_total`` and its duration histogram (and
    ``datapulse_upstream_passthrough_requests_total``, which says the pass-through took the request).
 
 A client that disconnects cancels the request; the upstream POST is closed with it, which cancels it upstream.
@@ -52,6 +53,7 @@ from mcp.shared.inbound import encode_header_value
 from datapulse import _sdk
 from datapulse.bridge import upstream
 from datapulse.bridge.child import CLIENT_INFO
+from datapulse.bridge.credentials import UpstreamAuthError
 from datapulse.bridge.proxy import CHILD_UNAVAILABLE, RESERVED_META_PREFIX, Bridge, outcome_of
 from datapulse.errors import ParseError
 from datapulse.fastpath import ChainView, Layers, RequestView
@@ -207,6 +209,12 @@ class Passthrough:
                 async with client.stream("POST", spec.url, content=body, headers=headers) as response:
                     bridge.forward_failure = None
                     return await self._answer(response, dctx)
+            except UpstreamAuthError as exc:  # no token: the token endpoint failed (its message names how)
+                raise MCPError(
+                    code=CHILD_UNAVAILABLE,
+                    message=f"DataPulse could not get a token for the upstream server {spec.name!r}: {exc}",
+                    data={"reason": "upstream_credentials"},
+                ) from None
             except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
                 bridge.forward_failure = f"{spec.name}: the upstream cannot be reached ({exc or type(exc).__name__})"
                 raise bridge.unreachable_error() from None
