@@ -431,6 +431,11 @@ class Bridge:
         that ended, an upstream session that is gone, a refusal of our credentials or a timeout named as such."""
         code, spec = exc.error.code, self.spec
         if code == types.CONNECTION_CLOSED and child.denied_status is not None:
+            # The upstream refused our credentials and the connection ended on it: the next request opens a new
+            # one at once (a fresh token), never this one while it is still closing.
+            child.alive = False
+            if self.pool is not None:
+                self.pool.forget(child)
             message = upstream.denial_message(spec.name, child.denied_status)
             return MCPError(code=CHILD_UNAVAILABLE, message=message, data={"reason": "upstream_unauthorized"})
         if code == types.CONNECTION_CLOSED:
