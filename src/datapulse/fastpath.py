@@ -136,7 +136,41 @@ _KNOWN_MIDDLEWARE: tuple[type, ...] = (
 _ITEM_PARAM = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 
-class FastPath:
+class Lane:
+    """What a lane beside the SDK kernel keeps of the low-level server it serves for (`FastPath`,
+    `datapulse.bridge.passthrough.Passthrough`): the chain's layers, the kernel's result serializer, a count.
+
+    Args:
+        server: the SDK low-level server.
+    """
+
+    def __init__(self, server: _sdk.Server[Any]) -> None:
+        self._server = server
+        self._serialize = _sdk.result_serializer(server)
+        self._chain = ChainView(server)
+        self._layers: Layers | None = None
+        self.served = 0
+        """Requests served on this lane so far."""
+
+    def _usable_layers(self) -> Layers | None:
+        """The chain's layers (remembered for `serve`), or None when the request must take the full path: the chain
+        holds middleware the lane does not know, or it traces and a tracer provider is installed."""
+        layers = self._layers = self._chain.layers()
+        if layers is None or (layers.traced and tracing_active()):
+            return None
+        return layers
+
+    def _validated(self, entry: Any, method: str, params: Mapping[str, Any] | None, protocol_version: str) -> Any:
+        """``params`` validated as the SDK kernel validates them (``validate_client_request``, then the handler's
+        params model), or None when they fail (the full path answers with the SDK's own error)."""
+        try:
+            _sdk.validate_client_request(method, protocol_version, params)
+            return entry.params_type.model_validate({} if params is None else params, by_name=False)
+        except Exception:
+            return None
+
+
+class FastPath(Lane):
     """Serves an `MCPServer`'s hot methods (`HOT_METHODS`) with the least work; see the module docstring.
 
     Args:
@@ -148,14 +182,9 @@ class FastPath:
     """
 
     def __init__(self, app: _sdk.MCPServer) -> None:
+        super().__init__(_sdk.lowlevel_server(app))
         self._app = app
-        self._server = _sdk.lowlevel_server(app)
         self._handlers = _sdk.hot_handlers(app)
-        self._serialize = _sdk.result_serializer(self._server)
-        self._chain = ChainView(self._server)
-        self._layers: Layers | None = None
-        self.served = 0
-        """Requests served on the fast path so far."""
 
     def plan(
         self, method: str, params: Mapping[str, Any] | None, protocol_version: str, initialized: bool
@@ -170,8 +199,7 @@ class FastPath:
         """
         if method not in HOT_METHODS:
             return None
-        layers = self._layers = self._chain.layers()
-        if layers is None or (layers.traced and tracing_active()):
+        if self._usable_layers() is None:
             return None
         if not initialized and method != "ping":
             return None
@@ -185,10 +213,8 @@ class FastPath:
             item = params.get(field)
             if not isinstance(item, str) or not self._plain(method, item):
                 return None
-        try:
-            _sdk.validate_client_request(method, protocol_version, params)
-            typed_params = entry.params_type.model_validate({} if params is None else params, by_name=False)
-        except Exception:  # the full path answers it with the SDK's own error
+        typed_params = self._validated(entry, method, params, protocol_version)
+        if typed_params is None:
             return None
         return Plan(method, params, typed_params, cast(Any, entry.handler), protocol_version)
 

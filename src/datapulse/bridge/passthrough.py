@@ -56,11 +56,10 @@ from datapulse.bridge.child import CLIENT_INFO
 from datapulse.bridge.credentials import UpstreamAuthError
 from datapulse.bridge.proxy import CHILD_UNAVAILABLE, RESERVED_META_PREFIX, Bridge, outcome_of
 from datapulse.errors import ParseError
-from datapulse.fastpath import ChainView, Layers, RequestView
+from datapulse.fastpath import Lane, Layers, RequestView
 from datapulse.metrics import UpstreamOutcome
 from datapulse.sessions.live import HttpRequestViews
 from datapulse.sessions.ordering import in_turn
-from datapulse.tracing import tracing_active
 from datapulse.transports import _jsonrpc
 from datapulse.transports._sse_codec import SseDecoder
 
@@ -83,7 +82,7 @@ class Forward:
     name: str
 
 
-class Passthrough:
+class Passthrough(Lane):
     """Forwards a gateway's 2026-07-28 requests to its 2026-07-28 upstream; see the module docstring.
 
     Args:
@@ -96,14 +95,9 @@ class Passthrough:
     """
 
     def __init__(self, bridge: Bridge) -> None:
+        super().__init__(bridge.server)
         self._bridge = bridge
         self._spec = bridge.spec
-        self._server = bridge.server
-        self._chain = ChainView(self._server)
-        self._layers: Layers | None = None
-        self._serialize = _sdk.result_serializer(self._server)
-        self.served = 0
-        """Requests forwarded on the pass-through so far."""
 
     def plan(
         self, method: str, params: Mapping[str, Any] | None, protocol_version: str, initialized: bool
@@ -124,16 +118,10 @@ class Passthrough:
         name = params.get(field)
         if not isinstance(name, str) or not self._permits(method, name):
             return None
-        layers = self._layers = self._chain.layers()
-        if layers is None or (layers.traced and tracing_active()):
+        if self._usable_layers() is None:
             return None
         entry = self._server.get_request_handler(method)
-        if entry is None:
-            return None
-        try:
-            _sdk.validate_client_request(method, protocol_version, params)
-            entry.params_type.model_validate(params, by_name=False)
-        except Exception:  # the full path answers it with the SDK's own error
+        if entry is None or self._validated(entry, method, params, protocol_version) is None:
             return None
         return Forward(method, params, protocol_version, name)
 
