@@ -49,12 +49,13 @@ import httpx2
 from mcp import types
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import encode_header_value
+from mcp_types import CLIENT_INFO_META_KEY
 
 from datapulse import _sdk
 from datapulse.bridge import upstream
 from datapulse.bridge.child import CLIENT_INFO
 from datapulse.bridge.credentials import UpstreamAuthError
-from datapulse.bridge.proxy import CHILD_UNAVAILABLE, RESERVED_META_PREFIX, Bridge, outcome_of
+from datapulse.bridge.proxy import CHILD_UNAVAILABLE, Bridge, outcome_of, without_reserved
 from datapulse.errors import ParseError
 from datapulse.fastpath import Lane, Layers, RequestView
 from datapulse.metrics import UpstreamOutcome
@@ -68,7 +69,6 @@ __all__ = ["FORWARDED_METHODS", "Forward", "Passthrough", "passthrough_for"]
 FORWARDED_METHODS: Final[Mapping[str, str]] = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 """The methods the pass-through forwards, each with its params field the ``Mcp-Name`` header carries."""
 _CLIENT_INFO: Final = CLIENT_INFO.model_dump(mode="json", exclude_none=True)
-_CLIENT_INFO_KEY: Final = "io.modelcontextprotocol/clientInfo"
 _PARAM_HEADER_PREFIX: Final = b"mcp-param-"
 
 
@@ -279,18 +279,17 @@ def _sent(plan: Forward) -> dict[str, Any]:
     """The params sent upstream: the client's, with DataPulse's ``clientInfo`` in the ``_meta`` envelope."""
     params = dict(plan.params)
     meta = params.get("_meta")
-    if isinstance(meta, dict) and _CLIENT_INFO_KEY in meta:
-        params["_meta"] = {**meta, _CLIENT_INFO_KEY: _CLIENT_INFO}
+    if isinstance(meta, dict) and CLIENT_INFO_META_KEY in meta:
+        params["_meta"] = {**meta, CLIENT_INFO_META_KEY: _CLIENT_INFO}
     return params
 
 
 def _without_reserved_meta(result: dict[str, Any]) -> dict[str, Any]:
     """An upstream's result without the protocol's reserved ``_meta`` keys (they describe its exchange with us;
     our kernel stamps the client's own), as `datapulse.bridge.proxy.own_meta` does on the full path."""
-    meta = result.get("_meta")
-    if not isinstance(meta, dict) or not any(key.startswith(RESERVED_META_PREFIX) for key in meta):
+    kept = without_reserved(result.get("_meta"))
+    if kept is None:
         return result
-    kept = {key: value for key, value in meta.items() if not key.startswith(RESERVED_META_PREFIX)}
     trimmed = {key: value for key, value in result.items() if key != "_meta"}
     if kept:
         trimmed["_meta"] = kept

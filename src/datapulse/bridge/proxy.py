@@ -31,7 +31,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import anyio
 import httpx2
@@ -670,14 +670,23 @@ async def _answered(
 RESERVED_META_PREFIX: Final = "io.modelcontextprotocol/"
 
 
+def without_reserved(meta: object) -> dict[str, Any] | None:
+    """A result's ``_meta`` without the protocol's reserved keys (``io.modelcontextprotocol/...``), or None when it
+    is not a mapping or holds none of them (nothing to drop)."""
+    if not isinstance(meta, Mapping) or not any(str(key).startswith(RESERVED_META_PREFIX) for key in meta):
+        return None
+    return {key: value for key, value in meta.items() if not str(key).startswith(RESERVED_META_PREFIX)}
+
+
 def own_meta(result: T) -> T:
     """A child's result without the protocol's reserved ``_meta`` keys: they describe the child's connection with
     us (e.g. a 2026-07-28 upstream's ``serverInfo`` stamp); our own kernel stamps the client's own."""
-    meta = getattr(result, "meta", None)
-    if not isinstance(result, BaseModel) or not meta or not any(k.startswith(RESERVED_META_PREFIX) for k in meta):
+    if not isinstance(result, BaseModel):
         return result
-    kept = {key: value for key, value in meta.items() if not key.startswith(RESERVED_META_PREFIX)}
-    return result.model_copy(update={"meta": kept or None})
+    kept = without_reserved(getattr(result, "meta", None))
+    if kept is None:
+        return result
+    return cast(T, result.model_copy(update={"meta": kept or None}))
 
 
 async def _accept_logging_level(_ctx: Ctx, _params: types.SetLevelRequestParams) -> types.EmptyResult:

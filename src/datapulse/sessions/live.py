@@ -13,7 +13,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -66,9 +66,10 @@ class HttpRequestViews:
     _transport: _sdk.TransportContext | None
     _metadata: _sdk.ServerMessageMetadata | None
 
-    def header_items(self) -> list[tuple[bytes, bytes]]:
-        """The HTTP request's headers as the ASGI scope holds them (lower-case names, raw values)."""
-        return list(self._scope["headers"])
+    def header_items(self) -> Iterable[tuple[bytes, bytes]]:
+        """The HTTP request's headers as the ASGI scope holds them (lower-case names, raw values; not a copy)."""
+        headers: Iterable[tuple[bytes, bytes]] = self._scope["headers"]
+        return headers
 
     @property
     def transport(self) -> _sdk.TransportContext:
