@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypedDict
 
 import anyio
 import mcp_types
 import pytest
 from mcp.server.mcpserver import Context, MCPServer
+from pydantic import BaseModel, Field
 
 from datapulse import _sdk
 
@@ -172,3 +173,90 @@ def test_the_fast_paths_view_of_an_mcpserver_still_matches_the_sdk() -> None:
     unknown = anyio.run(_sdk.call_plain_tool, server, "missing", {})
     assert unknown.is_error
     assert "Unknown tool" in unknown.content[0].text
+
+
+class _Point(BaseModel):
+    x: int
+    y_value: int = Field(alias="yValue")
+
+
+class _Row(TypedDict):
+    name: str
+    count: int
+
+
+def _conversion_cases() -> list[tuple[str, Any, Any]]:
+    """(tool name, the function's return annotation target, a result) for `convert_tool_result`'s table."""
+    image = mcp_types.ImageContent(type="image", data="aGk=", mime_type="image/png")
+    return [
+        ("text", str, "hello"),
+        ("text", str, 7),  # does not match the output model
+        ("number", int, 3),
+        ("mapping", dict[str, int], {"a": 1, "b": 2}),
+        ("listing", list[str], ["a", "b"]),
+        ("point", _Point, _Point(x=1, yValue=2)),
+        ("point", _Point, {"x": 1, "y_value": 2}),
+        ("row", _Row, {"name": "n", "count": 1}),
+        ("nothing", None, None),
+        ("untyped", Any, {"free": ["form"]}),
+        ("content", mcp_types.ImageContent, image),
+        ("text", str, mcp_types.CallToolResult(content=[], structured_content={"result": "r"})),
+        ("text", str, mcp_types.CallToolResult(content=[], structured_content={"bad": 1})),
+        ("text", str, mcp_types.CallToolResult(content=[], is_error=True)),
+        ("unstructured", str, "plain"),
+    ]
+
+
+def _conversion_server() -> MCPServer[Any]:
+    server: MCPServer[Any] = MCPServer("convert")
+    returns: dict[str, Any] = {
+        "text": str,
+        "number": int,
+        "mapping": dict[str, int],
+        "listing": list[str],
+        "point": _Point,
+        "row": _Row,
+        "nothing": None,
+        "content": mcp_types.ImageContent,
+    }
+    for name, annotation in returns.items():
+
+        async def tool() -> Any:
+            return None
+
+        tool.__annotations__["return"] = annotation
+        tool.__name__ = name
+        server.tool()(tool)
+
+    @server.tool()
+    async def untyped():  # type: ignore[no-untyped-def]  # no annotation: no output model
+        return None
+
+    @server.tool(structured_output=False)
+    async def unstructured() -> str:
+        return ""
+
+    return server
+
+
+@pytest.mark.parametrize(("name", "annotation", "result"), _conversion_cases())
+def test_the_fast_paths_result_conversion_matches_the_sdks_convert_result(
+    name: str, annotation: Any, result: Any
+) -> None:
+    tool = _conversion_server()._tool_manager.get_tool(name)
+    assert tool is not None
+    meta = tool.fn_metadata
+    try:
+        expected: Any = meta.convert_result(result)
+    except Exception as exc:  # the SDK refuses it: so must the adapter, with the same error
+        refusal = exc
+    else:
+        refusal = None
+    if refusal is not None:
+        with pytest.raises(type(refusal)) as raised:
+            _sdk.convert_tool_result(meta, result)
+        assert str(raised.value) == str(refusal)
+        return
+    converted = _sdk.convert_tool_result(meta, result)
+    assert type(converted) is type(expected)
+    assert converted.model_dump(mode="json", by_alias=True) == expected.model_dump(mode="json", by_alias=True)

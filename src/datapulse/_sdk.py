@@ -22,7 +22,8 @@ from mcp.server.connection import Connection
 from mcp.server.lowlevel import Server
 from mcp.server.lowlevel.server import HandlerEntry
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedResourceError, UnexpectedToolError
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, _convert_to_content
 from mcp.server.request_state import RequestStateBoundary
 from mcp.server.runner import ServerRunner, serve_one
 from mcp.server.subscriptions import SubscriptionBus
@@ -40,7 +41,7 @@ from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data, progr
 from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.subscriptions import LISTEN_STREAM_METHODS
 from mcp.shared.transport_context import TransportContext
-from mcp_types import CallToolResult, ErrorData, InitializeRequestParams, TextContent
+from mcp_types import CallToolResult, ErrorData, InitializeRequestParams, InputRequiredResult, TextContent
 from mcp_types.methods import is_input_required, validate_client_request
 from mcp_types.version import (
     HANDSHAKE_PROTOCOL_VERSIONS,
@@ -48,7 +49,7 @@ from mcp_types.version import (
     LATEST_MODERN_VERSION,
     MODERN_PROTOCOL_VERSIONS,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 __all__ = [
     "ERROR_CODE_HTTP_STATUS",
@@ -79,6 +80,7 @@ __all__ = [
     "auth_context_var",
     "call_plain_tool",
     "classify_inbound_request",
+    "convert_tool_result",
     "error_data_for",
     "find_duplicated_routing_header",
     "hot_handlers",
@@ -199,9 +201,10 @@ def static_resource(app: MCPServer, uri: str) -> bool:
 
 async def call_plain_tool(app: MCPServer, name: str, arguments: dict[str, Any]) -> Any:
     """Call the plain tool ``name`` (`plain_tool`) as ``MCPServer._handle_call_tool`` does, without the request
-    context such a tool never reads: the tool's own ``Tool.run`` (argument validation, the call, result
-    conversion), and a failure other than `MCPError` answered as an ``isError`` result, logged like the SDK logs
-    it (logger ``mcp.server.mcpserver.server``).
+    context such a tool never reads: the tool's own ``Tool.run`` (argument validation, the call), its result
+    converted as ``Tool.run(..., convert_result=True)`` converts it (`convert_tool_result`, failures mapped as
+    ``Tool.run`` maps them), and a failure other than `MCPError` answered as an ``isError`` result, logged like the
+    SDK logs it (logger ``mcp.server.mcpserver.server``).
 
     Returns:
         A ``CallToolResult`` (or the ``InputRequiredResult`` the tool returned).
@@ -213,7 +216,17 @@ async def call_plain_tool(app: MCPServer, name: str, arguments: dict[str, Any]) 
     try:
         if tool is None:
             raise ToolError(f"Unknown tool: {name}")
-        return await tool.run(arguments, cast(Any, None), convert_result=True)
+        result = await tool.run(arguments, cast(Any, None), convert_result=False)
+        try:
+            return convert_tool_result(tool.fn_metadata, result)
+        except MCPError:
+            raise
+        except (UnexpectedToolError, UnexpectedResourceError) as exc:  # Tool.run's mapping, in its order
+            raise UnexpectedToolError(f"Error executing tool {tool.name}: {exc}") from exc
+        except (ToolError, ResourceError) as exc:
+            raise ToolError(f"Error executing tool {tool.name}: {exc}") from exc
+        except Exception as exc:
+            raise UnexpectedToolError(f"Error executing tool {tool.name}") from exc
     except MCPError:
         raise
     except Exception as exc:
@@ -226,6 +239,54 @@ async def call_plain_tool(app: MCPServer, name: str, arguments: dict[str, Any]) 
         else:
             _mcpserver_logger.exception("Tool %r raised an unexpected exception", name)
         return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+
+
+_ADAPTERS: dict[int, tuple[FuncMetadata, Any, TypeAdapter[Any]]] = {}
+_ADAPTERS_MAX = 4096
+
+
+def _output_adapter(meta: FuncMetadata, output_model: Any) -> TypeAdapter[Any]:
+    """``meta._output_adapter(output_model)``, remembered per (metadata, output model)."""
+    known = _ADAPTERS.get(id(meta))
+    if known is not None and known[0] is meta and known[1] is output_model:
+        return known[2]
+    if len(_ADAPTERS) >= _ADAPTERS_MAX:
+        _ADAPTERS.clear()
+    adapter = meta._output_adapter(output_model)
+    _ADAPTERS[id(meta)] = (meta, output_model, adapter)
+    return adapter
+
+
+def convert_tool_result(meta: FuncMetadata, result: Any) -> CallToolResult | InputRequiredResult:
+    """``meta.convert_result(result)`` (mcp 2.3.0 ``FuncMetadata.convert_result``), step for step, reading the
+    output model's ``TypeAdapter`` once per output model: the SDK reads it from a pydantic private attribute twice
+    per call, and pydantic's ``BaseModel.__getattr__`` raises and catches an ``AttributeError`` inside each read
+    (about 3 µs each). The metadata's fields are read on every call, so reassigning them takes effect as in the
+    SDK. ``tests/test_sdk_adapter.py`` compares the two on a table of results, so an SDK upgrade that changes
+    ``convert_result`` fails there.
+
+    Raises:
+        pydantic.ValidationError: the result does not match the tool's output model (as ``convert_result``).
+    """
+    if isinstance(result, InputRequiredResult):
+        return result
+    output_model = meta.output_model if meta.output_schema is not None else None
+    if isinstance(result, CallToolResult):
+        if output_model is not None and not result.is_error:
+            _output_adapter(meta, output_model).validate_python(result.structured_content)
+        return result
+    unstructured_content = _convert_to_content(result)
+    if output_model is None:
+        return CallToolResult(content=unstructured_content)
+    if meta.wrap_output:
+        result = {"result": result}
+    adapter = _output_adapter(meta, output_model)
+    validated = adapter.validate_python(result, by_alias=True, by_name=True)
+    if isinstance(validated, BaseModel):
+        structured_content = validated.model_dump(mode="json", by_alias=True)
+    else:
+        structured_content = adapter.dump_python(validated, mode="json", by_alias=True)
+    return CallToolResult(content=unstructured_content, structured_content=structured_content)
 
 
 class _StampedServer:

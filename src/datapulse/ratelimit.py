@@ -6,9 +6,9 @@ hits of the last window length exactly (a fixed window would let a client spend 
 across a window boundary). The cost is one stored timestamp per allowed hit, at most ``amount``
 per key, so keep per-key amounts in the thousands, not millions.
 
-Storage is in process memory (one instance) or Redis (shared by every instance of a cluster). The
-Redis keys live under ``<prefix>:rl:`` (default prefix ``dp``); the principal is hashed (sha256,
-32 hex digits), never named::
+Storage is in process memory (one instance: `datapulse.ratelimit_store.WindowStorage`, O(1) per hit) or
+Redis (shared by every instance of a cluster). The Redis keys live under ``<prefix>:rl:`` (default prefix
+``dp``); the principal is hashed (sha256, 32 hex digits), never named::
 
     dp:rl:LIMITER/p/<digest>/<amount>/<multiples>/<granularity>          list  a principal's requests
     dp:rl:LIMITER/t/<digest>/<tool>/<amount>/<multiples>/<granularity>   list  a principal's calls of a tool
@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import limits
-import limits.storage
 import limits.strategies
 import redis.asyncio as aioredis
 from limits.aio.storage import RedisStorage
@@ -38,6 +37,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from datapulse.cluster.store import store_errors
 from datapulse.errors import RateLimited
+from datapulse.ratelimit_store import WindowStorage
 
 __all__ = ["RateLimiter", "StreamSlots", "parse_limit", "parse_tool_limits"]
 
@@ -171,12 +171,12 @@ class RateLimiter:
         self._keys: dict[tuple[int, tuple[str, ...]], str] = {}
         self._local: limits.strategies.MovingWindowRateLimiter | None = None
         self._shared: MovingWindowRateLimiter | None = None
-        self._memory: limits.storage.MemoryStorage | None = None
+        self._memory: WindowStorage | None = None
         if redis is None:
-            # In one process, the synchronous in-memory store: a hit is a list lookup under a lock, with no
-            # await. (The asyncio store schedules an expiry task per hit once the last one finished, and that
-            # task hops to a worker thread for every key: costlier than the hit itself.)
-            self._memory = limits.storage.MemoryStorage()
+            # In one process, a synchronous store with no await and no thread (`WindowStorage`: limits' own
+            # MemoryStorage copies a key's whole list per hit and restarts a timer thread every 10 ms; its
+            # asyncio store schedules an expiry task per hit that hops to a worker thread for every key).
+            self._memory = WindowStorage()
             self._local = limits.strategies.MovingWindowRateLimiter(self._memory)
         else:
             # limits builds its own redis.asyncio.Redis; handing it our pool shares connections and
@@ -210,7 +210,7 @@ class RateLimiter:
             StoreUnavailable: Redis did not answer within the client's timeouts.
         """
         if self._per_principal:
-            await self._hit(self._per_principal, ("p", _digest(principal)), f"principal {principal!r}")
+            await self._hit(self._per_principal, ("p", _digest(principal)), "principal", principal)
 
     async def hit_tool(self, principal: str, tool: str) -> None:
         """Count one ``tools/call`` of ``tool`` by ``principal`` against that tool's limits.
@@ -226,9 +226,16 @@ class RateLimiter:
         items = self.tool_limits(tool)
         if items:
             identifiers = ("t", _digest(principal), _tool_key(tool))
-            await self._hit(items, identifiers, f"tool {tool!r} and principal {principal!r}")
+            await self._hit(items, identifiers, "tool", principal, tool)
 
-    async def _hit(self, items: Sequence[limits.RateLimitItem], identifiers: tuple[str, ...], who: str) -> None:
+    async def _hit(
+        self,
+        items: Sequence[limits.RateLimitItem],
+        identifiers: tuple[str, ...],
+        what: str,
+        principal: str,
+        tool: str = "",
+    ) -> None:
         memory = self._memory
         if memory is not None:
             for item in items:
@@ -240,25 +247,29 @@ class RateLimiter:
                     key = self._keys[(id(item), identifiers)] = item.key_for(*identifiers)
                 if not memory.acquire_entry(key, item.amount, item.get_expiry()):
                     assert self._local is not None
-                    self._refuse(item, self._local.get_window_stats(item, *identifiers).reset_time, who)
+                    self._refuse(
+                        item, self._local.get_window_stats(item, *identifiers).reset_time, what, principal, tool
+                    )
             return
         assert self._shared is not None
         with store_errors("checking a rate limit"):
             for item in items:
                 if await self._shared.hit(item, *identifiers):
                     continue
-                self._refuse(item, (await self._shared.get_window_stats(item, *identifiers)).reset_time, who)
+                reset_time = (await self._shared.get_window_stats(item, *identifiers)).reset_time
+                self._refuse(item, reset_time, what, principal, tool)
 
     @staticmethod
-    def _refuse(item: limits.RateLimitItem, reset_time: float, who: str) -> None:
+    def _refuse(item: limits.RateLimitItem, reset_time: float, what: str, principal: str, tool: str) -> None:
+        who = f"tool {tool!r} and principal {principal!r}" if what == "tool" else f"principal {principal!r}"
         window_s = item.get_expiry()
         retry_after_s = min(window_s, max(1, math.ceil(reset_time - time.time())))
         raise RateLimited(f"Too Many Requests: {item} for {who}; retry in {retry_after_s} s", retry_after_s)
 
     async def aclose(self) -> None:
-        """Stop the in-memory store's expiry timer; a Redis store leaves the caller's client open."""
+        """Forget the in-memory counts; a Redis store leaves the caller's client open."""
         if self._memory is not None:
-            self._memory.timer.cancel()
+            self._memory.reset()
 
 
 class StreamSlots:
