@@ -246,6 +246,7 @@ def test_the_fast_paths_result_conversion_matches_the_sdks_convert_result(
     tool = _conversion_server()._tool_manager.get_tool(name)
     assert tool is not None
     meta = tool.fn_metadata
+    refusal: Exception | None
     try:
         expected: Any = meta.convert_result(result)
     except Exception as exc:  # the SDK refuses it: so must the adapter, with the same error
