@@ -62,7 +62,7 @@ from datapulse.security import Security, build_authenticator, build_security
 from datapulse.sessions.manager import SessionManager
 from datapulse.sessions.ordering import OrderingMiddleware
 from datapulse.sessions.registry import MemorySessionRegistry, SessionKind
-from datapulse.tracing import request_span
+from datapulse.tracing import request_span, tracing_active
 from datapulse.transports import auth_endpoints, datapulse_api, sse, streamable
 from datapulse.transports._http import header, send_error, send_json
 
@@ -591,7 +591,10 @@ class _Endpoint:
                 session_id=routing.session_id_of(self.path, scope),
             )
             try:
-                with request_span(scope, self.path):
+                if tracing_active():
+                    with request_span(scope, self.path):
+                        await self.handler(runtime, scope, receive, send)
+                else:  # no span to open: not even the context manager
                     await self.handler(runtime, scope, receive, send)
             finally:
                 pop_log_context(logged)

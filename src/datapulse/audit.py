@@ -123,8 +123,9 @@ class AuditRecord:
         return self.to_json_bytes().decode("utf-8")
 
     def to_json_bytes(self) -> bytes:
-        """`to_json`, UTF-8 encoded (pydantic-core's encoder: one call, no intermediate ``str``)."""
-        return pydantic_core.to_json(self.to_dict(), fallback=str)
+        """`to_json`, UTF-8 encoded (pydantic-core's encoder, which walks the dataclass's fields in order: one call,
+        no intermediate ``dict`` or ``str``)."""
+        return pydantic_core.to_json(self, fallback=str, inf_nan_mode="null")
 
 
 _FIELD_NAMES: Final = tuple(field.name for field in dataclasses.fields(AuditRecord))
@@ -134,8 +135,12 @@ def arguments_digest(arguments: Any) -> str:
     """``"sha256:<hex>"`` of the canonical JSON of ``arguments``: ``json.dumps(arguments, sort_keys=True,
     separators=(",", ":"))`` (ASCII-escaped, non-JSON values as their ``str``), UTF-8 encoded. Key order
     does not change the digest."""
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = _CANONICAL.encode(arguments)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_CANONICAL: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""What ``json.dumps(..., sort_keys=True, separators=(",", ":"), default=str)`` builds per call, built once."""
 
 
 _second: tuple[int, str] = (0, "")

@@ -14,18 +14,32 @@ no SDK provider is installed, `request_span` does nothing at all (the hot path p
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import propagate, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import ProxyTracerProvider, SpanKind
 from starlette.types import Scope
 
 TRACER_NAME = "datapulse"
 
 
+_PROVIDER_FROM_ENVIRONMENT = OTEL_PYTHON_TRACER_PROVIDER in os.environ
+"""Whether OpenTelemetry may load a provider named by ``OTEL_PYTHON_TRACER_PROVIDER`` (read at import, as a
+process's environment is fixed by then)."""
+
+
 def tracing_active() -> bool:
-    """Whether an OpenTelemetry SDK tracer provider is installed (else spans are no-ops and skipped)."""
+    """Whether an OpenTelemetry SDK tracer provider is installed (else spans are no-ops and skipped).
+
+    Until a provider is set, ``trace.get_tracer_provider()`` looks ``OTEL_PYTHON_TRACER_PROVIDER`` up in
+    ``os.environ`` on every call, and this runs twice per request; so the API's global (set once, by
+    ``set_tracer_provider``) is read first. ``tests/unit/test_tracing_check.py`` fails if the API moves it.
+    """
+    if trace._TRACER_PROVIDER is None and not _PROVIDER_FROM_ENVIRONMENT:
+        return False
     provider = trace.get_tracer_provider()
     return not isinstance(provider, ProxyTracerProvider | trace.NoOpTracerProvider)
 

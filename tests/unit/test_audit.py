@@ -127,6 +127,18 @@ async def test_raw_arguments_are_recorded_only_when_configured_and_secret_keys_a
     assert "hunter2" not in included.to_json()
 
 
+async def test_arguments_that_are_not_json_still_give_one_valid_json_line() -> None:
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque"
+
+    arguments = {"ratio": float("nan"), "limit": float("inf"), "thing": Opaque(), "text": "é"}
+    record = await tool_call(Auditor([], include_arguments=True), arguments)
+    parsed = json.loads(record.to_json_bytes(), parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+    assert parsed["arguments"] == {"ratio": None, "limit": None, "thing": "opaque", "text": "é"}
+    assert parsed["arguments_digest"] == arguments_digest(arguments)
+
+
 async def test_a_record_without_arguments_has_no_digest() -> None:
     auditor = Auditor([])
     record = await auditor.record(

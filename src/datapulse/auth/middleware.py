@@ -90,6 +90,10 @@ class SecurityMiddleware:
         self.required_scopes = frozenset(resource.required_scopes)
         self.metrics = metrics
         self.auditor = auditor
+        self._resolved: dict[tuple[str | None, ...], tuple[str, str]] = {}
+        """(Host, X-Forwarded-Host, X-Forwarded-Proto, client address, scheme) → (request host, base URL), for the
+        requests that passed the Host check."""
+        self._views: tuple[_sdk.AccessToken, Principal, _sdk.AuthenticatedUser, AuthCredentials] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,8 +114,16 @@ class SecurityMiddleware:
         base_url = path = ""
         authenticating = False
         try:
-            request_host = self._check_host(scope, host, forwarded_host)
-            base_url = self.resource.base_url(self._scheme(scope, forwarded_proto), request_host)
+            client = scope.get("client")
+            where = (host, forwarded_host, forwarded_proto, client[0] if client else None, scope.get("scheme"))
+            resolved = self._resolved.get(where)
+            if resolved is None:  # checked once per (Host, forwarded headers, client address, scheme)
+                request_host = self._check_host(scope, host, forwarded_host)
+                resolved = (request_host, self.resource.base_url(self._scheme(scope, forwarded_proto), request_host))
+                if len(self._resolved) >= _RESOLVED_MAX:
+                    self._resolved.clear()
+                self._resolved[where] = resolved
+            request_host, base_url = resolved
             scope[BASE_URL_SCOPE_KEY] = base_url
             path = scope["path"]
             root = scope.get("root_path", "")
@@ -163,9 +175,18 @@ class SecurityMiddleware:
             if access_token is None:
                 await self.app(scope, receive, send)
                 return
-            user = _sdk.AuthenticatedUser(access_token)
+            views = self._views
+            if views is None or views[0] is not access_token or views[1] is not principal:
+                # the SDK's views of the caller; a static token's are the same objects on every request
+                views = self._views = (
+                    access_token,
+                    principal,
+                    _sdk.AuthenticatedUser(access_token),
+                    AuthCredentials(sorted(principal.scopes)),
+                )
+            user = views[2]
             scope["user"] = user
-            scope["auth"] = AuthCredentials(sorted(principal.scopes))
+            scope["auth"] = views[3]
             reset = _sdk.auth_context_var.set(user)
             try:
                 await self.app(scope, receive, send)
@@ -278,6 +299,9 @@ class SecurityMiddleware:
         refusal.headers["WWW-Authenticate"] = self.resource.challenge(base_url, error=error, description=description)
         return refusal
 
+
+_RESOLVED_MAX = 1024
+"""Entries kept in a middleware's Host resolution cache before it is emptied and refilled."""
 
 STREAM_TICKET_ISSUER = "datapulse:ticket"
 DASHBOARD_TICKET_ISSUER = "datapulse:dashboard-ticket"

@@ -21,12 +21,24 @@ SSE_HEADERS: tuple[Header, ...] = (
 JSON_HEADERS: tuple[Header, ...] = ((b"content-type", b"application/json"),)
 
 
+_HEADER_MAP = "datapulse.header_map"
+"""Scope key of the request's headers by name (`header`): ``(the headers list it was built from, {name: first
+value})``, rebuilt if the scope's headers list is replaced."""
+
+
 def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header ``name`` (lowercase bytes), decoded as latin-1, or None."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+    """The first value of header ``name`` (lowercase bytes), decoded as latin-1, or None.
+
+    The headers are indexed by name once per request (a request's handling asks for about six of them)."""
+    headers = scope["headers"]
+    cached: tuple[object, dict[bytes, bytes]] | None = scope.get(_HEADER_MAP)
+    if cached is None or cached[0] is not headers:
+        by_name: dict[bytes, bytes] = {}
+        for key, value in headers:
+            by_name.setdefault(key, value)
+        cached = scope[_HEADER_MAP] = (headers, by_name)
+    value = cached[1].get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 def header_items(scope: Scope) -> list[tuple[str, str]]:
