@@ -31,6 +31,9 @@ from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
+    MCP_METHOD_HEADER,
+    MCP_NAME_HEADER,
+    MCP_PROTOCOL_VERSION_HEADER,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -57,6 +60,9 @@ __all__ = [
     "LATEST_HANDSHAKE_VERSION",
     "LATEST_MODERN_VERSION",
     "LISTEN_STREAM_METHODS",
+    "MCP_METHOD_HEADER",
+    "MCP_NAME_HEADER",
+    "MCP_PROTOCOL_VERSION_HEADER",
     "MODERN_PROTOCOL_VERSIONS",
     "AccessToken",
     "AuthenticatedUser",

@@ -306,12 +306,22 @@ def _ladder(
         resolve_method(message.method, allow_aliases=False)
     except MethodNotFound as exc:  # a seed alias (callTool): name the MCP method to use instead
         return _sdk.InboundLadderRejection(code=exc.jsonrpc_code, message=exc.message, data=message.method)
-    raw = _trimmed_headers(scope)
-    pairs = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in raw]
-    duplicated = _sdk.find_duplicated_routing_header(pairs)
-    if duplicated is not None:
-        return _sdk.InboundLadderRejection(code=-32020, message=f"{duplicated} header appears more than once")
-    verdict = _sdk.classify_inbound_request(decoded, headers=dict(pairs))
+    routing: dict[bytes, bytes] = {}
+    duplicated = param_headers = False
+    for key, value in scope["headers"]:  # names are lowercase (ASGI)
+        if key in _ROUTING_HEADERS:
+            duplicated = duplicated or key in routing
+            routing[key] = value
+        elif key.startswith(b"mcp-param-"):
+            param_headers = True
+    if duplicated:  # the SDK names which one, from the raw header lines
+        pairs = [(key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]]
+        which = _sdk.find_duplicated_routing_header(pairs)
+        if which is not None:
+            return _sdk.InboundLadderRejection(code=-32020, message=f"{which} header appears more than once")
+    # the ladder reads only the routing headers (so a mapping of those is the whole header rung's input)
+    headers = {key.decode("latin-1"): value.strip(b" \t").decode("latin-1") for key, value in routing.items()}
+    verdict = _sdk.classify_inbound_request(decoded, headers=headers)
     if isinstance(verdict, _sdk.InboundLadderRejection):
         return verdict
     if message.method != "tools/call":
@@ -320,7 +330,7 @@ def _ladder(
     name, arguments = params.get("name"), params.get("arguments") or {}
     if not isinstance(name, str) or not isinstance(arguments, Mapping):
         return None
-    if not arguments and not any(key.startswith("mcp-param-") for key, _ in pairs):
+    if not arguments and not param_headers:
         return None
     lookup = runtime.server.get_tool_input_schema
     if lookup is None:
@@ -332,7 +342,14 @@ def _ladder(
         return None
     if schema is None or not declares_param_headers(schema):
         return None
-    return _sdk.validate_mcp_param_headers(schema, arguments, Headers(raw=raw))
+    return _sdk.validate_mcp_param_headers(schema, arguments, Headers(raw=_trimmed_headers(scope)))
+
+
+_ROUTING_HEADERS = frozenset(
+    name.encode() for name in (_sdk.MCP_PROTOCOL_VERSION_HEADER, _sdk.MCP_METHOD_HEADER, _sdk.MCP_NAME_HEADER)
+)
+"""The headers the SDK's ladder compares with the body (``classify_inbound_request``), and whose duplicates it
+refuses (``find_duplicated_routing_header``)."""
 
 
 def _trimmed_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
