@@ -258,6 +258,15 @@ class Settings(BaseSettings):
         "(datapulse.bridge.passthrough; the same responses). false: every request takes the SDK's full handler chain "
         "(for debugging).",
     )
+    gc_gen0_threshold: int = Field(
+        default=20_000,
+        ge=100,
+        description="The cyclic garbage collector's first-generation threshold in a served process (datapulse serve, "
+        "proxy, bridge): container objects allocated, net of those freed, between young collections. Python's "
+        "default is 700, which under load runs a young collection every request or two; nearly everything a request "
+        "allocates is freed by reference counting, so fewer, larger passes do the same work cheaper. 700 restores "
+        "Python's default.",
+    )
     retry_ms: int = Field(default=3000, ge=0, description="SSE 'retry:' reconnect hint sent to clients, in ms.")
     outbound_queue_max_messages: int = Field(
         default=256, ge=1, description="Per-session messages buffered for a stream before backpressure."

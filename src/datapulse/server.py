@@ -39,6 +39,8 @@ class DataPulseServer(uvicorn.Server):
         on_started: called once with the bound base URL after the listening sockets are open.
         freeze_gc: freeze the objects alive after start-up (`freeze_startup_objects`); for a process that
             serves only this app (``datapulse serve``), not for one embedding it.
+        gc_gen0_threshold: with ``freeze_gc``, the collector's first-generation threshold from then on
+            (``Settings.gc_gen0_threshold``); None leaves it as it is.
     """
 
     def __init__(
@@ -48,18 +50,20 @@ class DataPulseServer(uvicorn.Server):
         on_started: Callable[[str], None] | None = None,
         *,
         freeze_gc: bool = False,
+        gc_gen0_threshold: int | None = None,
     ) -> None:
         super().__init__(config)
         self._app = app
         self._on_started = on_started
         self._freeze_gc = freeze_gc
+        self._gc_gen0_threshold = gc_gen0_threshold
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.should_exit:
             return
         if self._freeze_gc:
-            freeze_startup_objects()
+            freeze_startup_objects(self._gc_gen0_threshold)
         if self._on_started is not None:
             self._on_started(self.bound_url())
 
@@ -90,9 +94,10 @@ class DataPulseServer(uvicorn.Server):
             captured.clear()
 
 
-def freeze_startup_objects() -> None:
+def freeze_startup_objects(gen0_threshold: int | None = None) -> None:
     """Move every object alive after start-up (modules, the app, the SDK's models: about 100,000) out of
-    the cyclic garbage collector's reach (`gc.freeze`).
+    the cyclic garbage collector's reach (`gc.freeze`), then set the collector's first-generation threshold to
+    ``gen0_threshold`` if given (``gc.set_threshold``; the older generations' thresholds are kept).
 
     They live as long as the process, yet each full collection would scan them all again: about 90 ms
     per pass on the benchmark machine, and under forwarding load the collector ran one such pass a
@@ -101,6 +106,8 @@ def freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+    if gen0_threshold is not None:
+        gc.set_threshold(gen0_threshold, *gc.get_threshold()[1:])
 
 
 def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
@@ -201,4 +208,10 @@ def run(app: ASGIApp, settings: Settings, *, generated_token: str | None = None,
     def announce(url: str) -> None:
         print(banner(url, settings, server_name, generated_token, mounts=mounts), file=out, flush=True)
 
-    DataPulseServer(uvicorn_config(app, settings), app, on_started=announce, freeze_gc=True).run()
+    DataPulseServer(
+        uvicorn_config(app, settings),
+        app,
+        on_started=announce,
+        freeze_gc=True,
+        gc_gen0_threshold=settings.gc_gen0_threshold,
+    ).run()

@@ -104,7 +104,13 @@ def run_worker(
     def report(_url: str) -> None:
         ready.send(_READY)
 
-    server = DataPulseServer(uvicorn_config(app, settings), app, on_started=report, freeze_gc=True)
+    server = DataPulseServer(
+        uvicorn_config(app, settings),
+        app,
+        on_started=report,
+        freeze_gc=True,
+        gc_gen0_threshold=settings.gc_gen0_threshold,
+    )
     server.run(sockets)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
