@@ -45,7 +45,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -180,6 +180,10 @@ class StdoutSink:
         self._stream = stream if stream is not None else sys.stdout
 
     async def write(self, record: AuditRecord) -> None:
+        self.write_now(record)
+
+    def write_now(self, record: AuditRecord) -> None:
+        """`write` without a coroutine (it awaits nothing)."""
         self._stream.write(record.to_json() + "\n")
         self._stream.flush()
 
@@ -227,6 +231,10 @@ class FileSink:
         self._failing = False
 
     async def write(self, record: AuditRecord) -> None:
+        self.write_now(record)
+
+    def write_now(self, record: AuditRecord) -> None:
+        """`write` without a coroutine (it awaits nothing): the line joins this loop turn's batch."""
         line = record.to_json_bytes() + b"\n"
         size = len(line)
         if self._rotates and self._size and self._size + size > self._max_bytes:
@@ -329,7 +337,16 @@ class Auditor:
         self, sinks: Sequence[AuditSink], *, node_id: str | None = None, include_arguments: bool = False
     ) -> None:
         self._sinks = tuple(sinks)
-        self._may_suspend = not all(isinstance(sink, StdoutSink | FileSink) for sink in self._sinks)
+        # sinks that await nothing are written without a coroutine (exactly these classes: a subclass may
+        # override write)
+        writers: list[tuple[int, AuditSink, Callable[[AuditRecord], None] | None]] = []
+        for index, sink in enumerate(self._sinks):
+            if isinstance(sink, StdoutSink | FileSink) and type(sink) in (StdoutSink, FileSink):
+                writers.append((index, sink, sink.write_now))
+            else:
+                writers.append((index, sink, None))
+        self._writers = tuple(writers)
+        self._may_suspend = any(write_now is None for _, _, write_now in writers)
         self._node_id = node_id
         self._include_arguments = include_arguments
         self._failing: set[int] = set()
@@ -366,38 +383,96 @@ class Auditor:
         ``arguments_digest`` is set whenever ``arguments`` is not None. Never raises for a sink's
         failure: it is logged (warning once per failure streak of that sink) and the next sink is tried.
         """
+        record = self._build(
+            kind, principal, session_id, transport, protocol_version, name, arguments, outcome, duration_ms
+        )
+        for index, sink, write_now in self._writers:
+            try:
+                if write_now is not None:
+                    write_now(record)
+                else:
+                    await sink.write(record)
+            except Exception as exc:  # audit boundary: a sink must never fail the request
+                self._failed(index, sink, exc)
+                continue
+            if index in self._failing:
+                self._recovered(index, sink)
+        return record
+
+    def record_now(
+        self,
+        kind: AuditKind,
+        *,
+        principal: str | None,
+        session_id: str | None,
+        transport: str | None,
+        protocol_version: str | None,
+        name: str | None,
+        arguments: Any = None,
+        outcome: str,
+        duration_ms: float | None = None,
+    ) -> AuditRecord:
+        """`record` without a coroutine, for an auditor whose sinks await nothing (not `may_suspend`).
+
+        Raises:
+            RuntimeError: a sink would have to be awaited (the caller must use `record`).
+        """
+        if self._may_suspend:
+            raise RuntimeError("this auditor has a sink that awaits (redis): use `await auditor.record(...)`")
+        record = self._build(
+            kind, principal, session_id, transport, protocol_version, name, arguments, outcome, duration_ms
+        )
+        for index, sink, write_now in self._writers:
+            assert write_now is not None
+            try:
+                write_now(record)
+            except Exception as exc:  # audit boundary: a sink must never fail the request
+                self._failed(index, sink, exc)
+                continue
+            if index in self._failing:
+                self._recovered(index, sink)
+        return record
+
+    def _build(
+        self,
+        kind: AuditKind,
+        principal: str | None,
+        session_id: str | None,
+        transport: str | None,
+        protocol_version: str | None,
+        name: str | None,
+        arguments: Any,
+        outcome: str,
+        duration_ms: float | None,
+    ) -> AuditRecord:
         record = AuditRecord(
-            time=_now(),
-            kind=kind,
-            principal=principal,
-            session_id=session_id,
-            transport=transport,
-            protocol_version=protocol_version,
-            name=name,
-            arguments_digest=None if arguments is None else arguments_digest(arguments),
-            arguments=redact_data(arguments) if self._include_arguments else None,
-            outcome=outcome,
-            duration_ms=duration_ms,
-            node_id=self._node_id,
+            _now(),
+            kind,
+            principal,
+            session_id,
+            transport,
+            protocol_version,
+            name,
+            None if arguments is None else arguments_digest(arguments),
+            redact_data(arguments) if self._include_arguments else None,
+            outcome,
+            duration_ms,
+            self._node_id,
         )
         for capture in _captures:
             capture.append(record)
         if self._sinks:
             self.recent.append(record)
-        for index, sink in enumerate(self._sinks):
-            try:
-                await sink.write(record)
-            except Exception as exc:  # audit boundary: a sink must never fail the request
-                if index not in self._failing:
-                    self._failing.add(index)
-                    logger.warning(
-                        "audit: sink %s failed (%s: %s); record dropped", _sink_name(sink), type(exc).__name__, exc
-                    )
-                continue
-            if index in self._failing:
-                self._failing.discard(index)
-                logger.info("audit: sink %s works again", _sink_name(sink))
         return record
+
+    def _failed(self, index: int, sink: AuditSink, exc: Exception) -> None:
+        if index not in self._failing:
+            self._failing.add(index)
+            logger.warning("audit: sink %s failed (%s: %s); record dropped", _sink_name(sink), type(exc).__name__, exc)
+
+    def _recovered(self, index: int, sink: AuditSink) -> None:
+        self._failing.discard(index)
+        logger.info("audit: sink %s works again", _sink_name(sink))
 
     async def aclose(self) -> None:
         """Close every sink; a sink whose close raises is logged and the others are still closed."""

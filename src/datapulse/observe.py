@@ -126,29 +126,30 @@ class ObservationMiddleware:
                 children[1].observe(duration_s)
             auditor = self.auditor
             if auditor is not None and auditor.active:
+                fields = _audit_fields(kind, name, params, outcome, duration_s)
                 if auditor.may_suspend:
                     with anyio.CancelScope(shield=True):
-                        await self._audit(kind, name, params, outcome, duration_s)
-                else:  # no await inside can be interrupted: nothing to shield
-                    await self._audit(kind, name, params, outcome, duration_s)
+                        await auditor.record(kind, **fields)
+                else:  # its sinks await nothing: no coroutine, nothing to shield
+                    auditor.record_now(kind, **fields)
 
-    async def _audit(
-        self, kind: AuditKind, name: str | None, params: Mapping[str, Any], outcome: str, duration_s: float
-    ) -> None:
-        assert self.auditor is not None
-        principal = CURRENT_PRINCIPAL.get()
-        session = CURRENT_SESSION.get()
-        arguments = params.get("arguments") if kind != "resource_read" else None
-        if isinstance(arguments, BaseModel):
-            arguments = arguments.model_dump(mode="json")
-        await self.auditor.record(
-            kind,
-            principal=principal.key,
-            session_id=session.id if session is not None else None,
-            transport=session.kind.value if session is not None else STATELESS,
-            protocol_version=session.connection.protocol_version if session is not None else None,
-            name=name,
-            arguments=arguments,
-            outcome=outcome,
-            duration_ms=round(duration_s * 1000, 3),
-        )
+
+def _audit_fields(
+    kind: AuditKind, name: str | None, params: Mapping[str, Any], outcome: str, duration_s: float
+) -> dict[str, Any]:
+    """The audit record's fields for one observed use, beyond its kind (see `datapulse.audit.AuditRecord`)."""
+    principal = CURRENT_PRINCIPAL.get()
+    session = CURRENT_SESSION.get()
+    arguments = params.get("arguments") if kind != "resource_read" else None
+    if isinstance(arguments, BaseModel):
+        arguments = arguments.model_dump(mode="json")
+    return {
+        "principal": principal.key,
+        "session_id": session.id if session is not None else None,
+        "transport": session.kind.value if session is not None else STATELESS,
+        "protocol_version": session.connection.protocol_version if session is not None else None,
+        "name": name,
+        "arguments": arguments,
+        "outcome": outcome,
+        "duration_ms": round(duration_s * 1000, 3),
+    }

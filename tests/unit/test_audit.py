@@ -263,3 +263,37 @@ async def test_two_file_sinks_appending_to_one_file_write_whole_lines_and_lose_n
     await second.aclose()
     lines = (await anyio.Path(path).read_text("utf-8")).splitlines()
     assert sorted(lines) == sorted(record.to_json() for record in written)
+
+
+async def test_an_auditor_of_file_and_stdout_sinks_records_without_awaiting_and_one_with_others_refuses(
+    tmp_path: Path,
+) -> None:
+    stream = io.StringIO()
+    direct = Auditor([FileSink(str(tmp_path / "a.jsonl")), StdoutSink(stream)])
+    assert not direct.may_suspend
+    record = direct.record_now("auth", principal="alice", session_id=None, transport=None,
+                               protocol_version=None, name="/mcp", outcome="allowed")  # fmt: skip
+    assert json.loads(stream.getvalue())["outcome"] == "allowed"
+    await direct.aclose()  # the file sink's batch is written at the end of the loop turn, or on close
+    assert [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()] == [record.to_dict()]
+    waiting = Auditor([MemorySink()])
+    assert waiting.may_suspend
+    with pytest.raises(RuntimeError, match=r"await auditor\.record"):
+        waiting.record_now("auth", principal=None, session_id=None, transport=None,
+                           protocol_version=None, name="/mcp", outcome="allowed")  # fmt: skip
+
+
+async def test_a_subclass_of_the_file_sink_that_overrides_write_is_awaited(tmp_path: Path) -> None:
+    class Counting(FileSink):
+        writes = 0
+
+        async def write(self, record: AuditRecord) -> None:
+            Counting.writes += 1
+            await super().write(record)
+
+    auditor = Auditor([Counting(str(tmp_path / "b.jsonl"))])
+    assert auditor.may_suspend
+    await tool_call(auditor)
+    await auditor.aclose()
+    assert Counting.writes == 1
+    assert len((tmp_path / "b.jsonl").read_text().splitlines()) == 1

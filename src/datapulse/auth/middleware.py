@@ -159,16 +159,28 @@ class SecurityMiddleware:
                 await self._denied(error, path)
             await send_error(send, error)
             return
-        if self.auditor is not None and self.auditor.active:
-            await self.auditor.record(
-                "auth",
-                principal=principal.key,
-                session_id=None,
-                transport=None,
-                protocol_version=None,
-                name=path,
-                outcome="allowed",
-            )
+        auditor = self.auditor
+        if auditor is not None and auditor.active:
+            if auditor.may_suspend:
+                await auditor.record(
+                    "auth",
+                    principal=principal.key,
+                    session_id=None,
+                    transport=None,
+                    protocol_version=None,
+                    name=path,
+                    outcome="allowed",
+                )
+            else:  # its sinks await nothing: no coroutine
+                auditor.record_now(
+                    "auth",
+                    principal=principal.key,
+                    session_id=None,
+                    transport=None,
+                    protocol_version=None,
+                    name=path,
+                    outcome="allowed",
+                )
         scope[PRINCIPAL_SCOPE_KEY] = principal
         principal_reset = CURRENT_PRINCIPAL.set(principal)
         try:
