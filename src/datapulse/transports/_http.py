@@ -36,7 +36,7 @@ def header(scope: Scope, name: bytes) -> str | None:
     if scope.get("method") != "POST":
         for key, value in headers:
             if key == name:
-                return value.decode("latin-1")
+                return str(value.decode("latin-1"))
         return None
     cached: tuple[object, dict[bytes, bytes]] | None = scope.get(_HEADER_MAP)
     if cached is None or cached[0] is not headers:
