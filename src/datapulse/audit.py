@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol, TextIO
+from typing import Any, Final, Literal, Protocol, Required, TextIO, TypedDict, Unpack
 
 import anyio
 import pydantic_core
@@ -59,6 +59,7 @@ from redis.exceptions import RedisError
 from datapulse.logs import redact_data
 
 __all__ = [
+    "AuditFields",
     "AuditKind",
     "AuditRecord",
     "AuditSink",
@@ -129,6 +130,20 @@ class AuditRecord:
 
 
 _FIELD_NAMES: Final = tuple(field.name for field in dataclasses.fields(AuditRecord))
+
+
+class AuditFields(TypedDict, total=False):
+    """What a caller gives `Auditor.record` besides the kind (see `AuditRecord` for each field): all but
+    ``arguments`` (default None) and ``duration_ms`` (default None) are required."""
+
+    principal: Required[str | None]
+    session_id: Required[str | None]
+    transport: Required[str | None]
+    protocol_version: Required[str | None]
+    name: Required[str | None]
+    arguments: Any
+    outcome: Required[str]
+    duration_ms: float | None
 
 
 def arguments_digest(arguments: Any) -> str:
@@ -365,27 +380,17 @@ class Auditor:
         """Whether a record would go anywhere (a sink, or a `capture_audit` block): callers skip building it if not."""
         return bool(self._sinks) or bool(_captures)
 
-    async def record(
-        self,
-        kind: AuditKind,
-        *,
-        principal: str | None,
-        session_id: str | None,
-        transport: str | None,
-        protocol_version: str | None,
-        name: str | None,
-        arguments: Any = None,
-        outcome: str,
-        duration_ms: float | None = None,
-    ) -> AuditRecord:
-        """Build the record (see `AuditRecord` for each field), write it to every sink, and return it.
+    async def record(self, kind: AuditKind, **fields: Unpack[AuditFields]) -> AuditRecord:
+        """Build the record (``kind`` and `AuditFields`; see `AuditRecord` for each field), write it to every sink,
+        and return it.
 
         ``arguments_digest`` is set whenever ``arguments`` is not None. Never raises for a sink's
         failure: it is logged (warning once per failure streak of that sink) and the next sink is tried.
         """
-        record = self._build(
-            kind, principal, session_id, transport, protocol_version, name, arguments, outcome, duration_ms
-        )
+        record = self._build(kind, fields)
+        if not self._may_suspend:
+            self._write_now(record)
+            return record
         for index, sink, write_now in self._writers:
             try:
                 if write_now is not None:
@@ -399,19 +404,7 @@ class Auditor:
                 self._recovered(index, sink)
         return record
 
-    def record_now(
-        self,
-        kind: AuditKind,
-        *,
-        principal: str | None,
-        session_id: str | None,
-        transport: str | None,
-        protocol_version: str | None,
-        name: str | None,
-        arguments: Any = None,
-        outcome: str,
-        duration_ms: float | None = None,
-    ) -> AuditRecord:
+    def record_now(self, kind: AuditKind, **fields: Unpack[AuditFields]) -> AuditRecord:
         """`record` without a coroutine, for an auditor whose sinks await nothing (not `may_suspend`).
 
         Raises:
@@ -419,9 +412,11 @@ class Auditor:
         """
         if self._may_suspend:
             raise RuntimeError("this auditor has a sink that awaits (redis): use `await auditor.record(...)`")
-        record = self._build(
-            kind, principal, session_id, transport, protocol_version, name, arguments, outcome, duration_ms
-        )
+        record = self._build(kind, fields)
+        self._write_now(record)
+        return record
+
+    def _write_now(self, record: AuditRecord) -> None:
         for index, sink, write_now in self._writers:
             assert write_now is not None
             try:
@@ -431,32 +426,21 @@ class Auditor:
                 continue
             if index in self._failing:
                 self._recovered(index, sink)
-        return record
 
-    def _build(
-        self,
-        kind: AuditKind,
-        principal: str | None,
-        session_id: str | None,
-        transport: str | None,
-        protocol_version: str | None,
-        name: str | None,
-        arguments: Any,
-        outcome: str,
-        duration_ms: float | None,
-    ) -> AuditRecord:
+    def _build(self, kind: AuditKind, fields: AuditFields) -> AuditRecord:
+        arguments = fields.get("arguments")
         record = AuditRecord(
             _now(),
             kind,
-            principal,
-            session_id,
-            transport,
-            protocol_version,
-            name,
+            fields["principal"],
+            fields["session_id"],
+            fields["transport"],
+            fields["protocol_version"],
+            fields["name"],
             None if arguments is None else arguments_digest(arguments),
             redact_data(arguments) if self._include_arguments else None,
-            outcome,
-            duration_ms,
+            fields["outcome"],
+            fields.get("duration_ms"),
             self._node_id,
         )
         for capture in _captures:

@@ -25,7 +25,7 @@ from datapulse.sessions.live import CURRENT_SESSION
 if TYPE_CHECKING:
     from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 
-    from datapulse.audit import AuditKind, Auditor
+    from datapulse.audit import AuditFields, AuditKind, Auditor
     from datapulse.metrics import Metrics
 
 _OBSERVED: dict[str, tuple[AuditKind, str]] = {
@@ -136,7 +136,7 @@ class ObservationMiddleware:
 
 def _audit_fields(
     kind: AuditKind, name: str | None, params: Mapping[str, Any], outcome: str, duration_s: float
-) -> dict[str, Any]:
+) -> AuditFields:
     """The audit record's fields for one observed use, beyond its kind (see `datapulse.audit.AuditRecord`)."""
     principal = CURRENT_PRINCIPAL.get()
     session = CURRENT_SESSION.get()

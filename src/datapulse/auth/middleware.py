@@ -31,7 +31,7 @@ from datapulse.errors import DataPulseError, Forbidden, InsufficientScope, Misdi
 from datapulse.transports._http import query_param, send_error
 
 if TYPE_CHECKING:
-    from datapulse.audit import Auditor
+    from datapulse.audit import AuditFields, Auditor
     from datapulse.metrics import Metrics
 
 log = logging.getLogger("datapulse.auth")
@@ -162,25 +162,9 @@ class SecurityMiddleware:
         auditor = self.auditor
         if auditor is not None and auditor.active:
             if auditor.may_suspend:
-                await auditor.record(
-                    "auth",
-                    principal=principal.key,
-                    session_id=None,
-                    transport=None,
-                    protocol_version=None,
-                    name=path,
-                    outcome="allowed",
-                )
+                await auditor.record("auth", **_allowed(principal, path))
             else:  # its sinks await nothing: no coroutine
-                auditor.record_now(
-                    "auth",
-                    principal=principal.key,
-                    session_id=None,
-                    transport=None,
-                    protocol_version=None,
-                    name=path,
-                    outcome="allowed",
-                )
+                auditor.record_now("auth", **_allowed(principal, path))
         scope[PRINCIPAL_SCOPE_KEY] = principal
         principal_reset = CURRENT_PRINCIPAL.set(principal)
         try:
@@ -310,6 +294,18 @@ class SecurityMiddleware:
         refusal = InvalidToken(message, reason)
         refusal.headers["WWW-Authenticate"] = self.resource.challenge(base_url, error=error, description=description)
         return refusal
+
+
+def _allowed(principal: Principal, path: str) -> AuditFields:
+    """The ``auth`` audit record's fields for an allowed request."""
+    return {
+        "principal": principal.key,
+        "session_id": None,
+        "transport": None,
+        "protocol_version": None,
+        "name": path,
+        "outcome": "allowed",
+    }
 
 
 _RESOLVED_MAX = 1024
