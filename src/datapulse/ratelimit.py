@@ -210,7 +210,7 @@ class RateLimiter:
             StoreUnavailable: Redis did not answer within the client's timeouts.
         """
         if self._per_principal:
-            await self._hit(self._per_principal, ("p", _digest(principal)), "principal", principal)
+            await self._hit(self._per_principal, ("p", _digest(principal)), principal)
 
     async def hit_tool(self, principal: str, tool: str) -> None:
         """Count one ``tools/call`` of ``tool`` by ``principal`` against that tool's limits.
@@ -226,15 +226,14 @@ class RateLimiter:
         items = self.tool_limits(tool)
         if items:
             identifiers = ("t", _digest(principal), _tool_key(tool))
-            await self._hit(items, identifiers, "tool", principal, tool)
+            await self._hit(items, identifiers, principal, tool)
 
     async def _hit(
         self,
         items: Sequence[limits.RateLimitItem],
         identifiers: tuple[str, ...],
-        what: str,
         principal: str,
-        tool: str = "",
+        tool: str | None = None,
     ) -> None:
         memory = self._memory
         if memory is not None:
@@ -247,9 +246,7 @@ class RateLimiter:
                     key = self._keys[(id(item), identifiers)] = item.key_for(*identifiers)
                 if not memory.acquire_entry(key, item.amount, item.get_expiry()):
                     assert self._local is not None
-                    self._refuse(
-                        item, self._local.get_window_stats(item, *identifiers).reset_time, what, principal, tool
-                    )
+                    self._refuse(item, self._local.get_window_stats(item, *identifiers).reset_time, principal, tool)
             return
         assert self._shared is not None
         with store_errors("checking a rate limit"):
@@ -257,11 +254,11 @@ class RateLimiter:
                 if await self._shared.hit(item, *identifiers):
                     continue
                 reset_time = (await self._shared.get_window_stats(item, *identifiers)).reset_time
-                self._refuse(item, reset_time, what, principal, tool)
+                self._refuse(item, reset_time, principal, tool)
 
     @staticmethod
-    def _refuse(item: limits.RateLimitItem, reset_time: float, what: str, principal: str, tool: str) -> None:
-        who = f"tool {tool!r} and principal {principal!r}" if what == "tool" else f"principal {principal!r}"
+    def _refuse(item: limits.RateLimitItem, reset_time: float, principal: str, tool: str | None) -> None:
+        who = f"principal {principal!r}" if tool is None else f"tool {tool!r} and principal {principal!r}"
         window_s = item.get_expiry()
         retry_after_s = min(window_s, max(1, math.ceil(reset_time - time.time())))
         raise RateLimited(f"Too Many Requests: {item} for {who}; retry in {retry_after_s} s", retry_after_s)

@@ -21,31 +21,12 @@ SSE_HEADERS: tuple[Header, ...] = (
 JSON_HEADERS: tuple[Header, ...] = ((b"content-type", b"application/json"),)
 
 
-_HEADER_MAP = "datapulse.header_map"
-"""Scope key of a POST's headers by name (`header`): ``(the headers list it was built from, {name: first
-value})``, rebuilt if the scope's headers list is replaced."""
-
-
 def header(scope: Scope, name: bytes) -> str | None:
-    """The first value of header ``name`` (lowercase bytes), decoded as latin-1, or None.
-
-    A POST's headers are indexed by name once (its handling asks for about six of them). Other requests' are
-    searched: a GET stream's scope lives as long as the stream, and the index would cost about 1 KiB per idle
-    stream."""
-    headers = scope["headers"]
-    if scope.get("method") != "POST":
-        for key, value in headers:
-            if key == name:
-                return str(value.decode("latin-1"))
-        return None
-    cached: tuple[object, dict[bytes, bytes]] | None = scope.get(_HEADER_MAP)
-    if cached is None or cached[0] is not headers:
-        by_name: dict[bytes, bytes] = {}
-        for key, value in headers:
-            by_name.setdefault(key, value)
-        cached = scope[_HEADER_MAP] = (headers, by_name)
-    value = cached[1].get(name)
-    return None if value is None else value.decode("latin-1")
+    """The first value of header ``name`` (lowercase bytes), decoded as latin-1, or None."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def header_items(scope: Scope) -> list[tuple[str, str]]:
