@@ -56,6 +56,7 @@ class WindowStorage(Storage, MovingWindowSupport):
 
     @property
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        """What ``limits`` wraps in ``StorageError`` when asked to (nothing here raises in normal use)."""
         return ValueError
 
     # --- moving window ---------------------------------------------------------------------------------------
@@ -110,6 +111,8 @@ class WindowStorage(Storage, MovingWindowSupport):
 
     # --- counters (fixed window; the Storage interface) ------------------------------------------------------
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        """Add ``amount`` to ``key``'s counter, started (at 0) with a window of ``expiry`` seconds if it has none or
+        its window ended; return the new count."""
         now = self._clock()
         count, expires_at = self._counters.get(key, (0, 0.0))
         if expires_at <= now:
@@ -119,22 +122,27 @@ class WindowStorage(Storage, MovingWindowSupport):
         return count
 
     def get(self, key: str) -> int:
+        """``key``'s count in its current window (0 when it has none)."""
         count, expires_at = self._counters.get(key, (0, 0.0))
         return count if expires_at > self._clock() else 0
 
     def get_expiry(self, key: str) -> float:
+        """When ``key``'s counter window ends (seconds since the epoch; now when it has none)."""
         _, expires_at = self._counters.get(key, (0, 0.0))
         return expires_at if expires_at > self._clock() else self._clock()
 
     def check(self) -> bool:
+        """Always healthy: the storage is this process's memory."""
         return True
 
     def reset(self) -> int | None:
+        """Forget every key; return how many windows and counters were dropped."""
         forgotten = len(self._windows) + len(self._counters)
         self._windows.clear()
         self._counters.clear()
         return forgotten
 
     def clear(self, key: str) -> None:
+        """Forget ``key``'s hits and counter."""
         self._windows.pop(key, None)
         self._counters.pop(key, None)
