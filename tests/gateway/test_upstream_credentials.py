@@ -75,11 +75,15 @@ class Upstream:
     seen: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     """(the token sent, the body, all headers) per request."""
     url: str = ""
+    refusals: list[anyio.Event] = field(default_factory=list)
+    """Set one by one, one per 401 answered (tests wait on them)."""
 
     async def handle(self, request: Request) -> Response:
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         self.seen.append((token, await request.body(), dict(request.headers)))
         if self.reject_all or token not in self.valid:
+            if unset := [event for event in self.refusals if not event.is_set()]:
+                unset[0].set()
             return JSONResponse(
                 {"error": "invalid_token"},
                 status_code=401,
@@ -102,6 +106,8 @@ class TokenEndpoint:
     expires_in: object = 3600
     respond: Callable[[], Response] | None = None
     gate: anyio.Event | None = None
+    reissue: str | None = None
+    """Set: every token issued has this value (an endpoint that hands out the same token again)."""
     requests: list[TokenRequest] = field(default_factory=list)
     issued: list[str] = field(default_factory=list)
     received: anyio.Event = field(default_factory=anyio.Event)
@@ -121,7 +127,7 @@ class TokenEndpoint:
             return JSONResponse(
                 {"error": "invalid_client", "error_description": "Client authentication failed"}, status_code=401
             )
-        token = f"access-{len(self.issued) + 1}-{secrets.token_hex(12)}"
+        token = self.reissue or f"access-{len(self.issued) + 1}-{secrets.token_hex(12)}"
         self.issued.append(token)
         self.upstream.valid.add(token)
         body: dict[str, Any] = {"access_token": token, "token_type": "Bearer"}
@@ -145,7 +151,7 @@ class TokenEndpoint:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     running = Upstream()
-    app = Starlette(routes=[Route("/mcp", running.handle, methods=["GET", "POST"])])
+    app = Starlette(routes=[Route("/mcp", running.handle, methods=["GET", "POST", "DELETE"])])
     async with serving(app) as url:
         running.url = url
         yield running
@@ -552,6 +558,48 @@ async def test_requests_rejected_together_share_one_new_token(
 
     assert statuses == [200] * 5
     assert len(token_endpoint.requests) == 2
+
+
+async def test_requests_rejected_together_share_one_new_token_even_when_it_has_the_rejected_value(
+    token_endpoint: TokenEndpoint, upstream: Upstream
+) -> None:
+    token_endpoint.reissue = "the-same-token-every-time"
+    statuses: list[int] = []
+    async with upstream_client(upstream, oauth_auth(token_endpoint)) as client:
+        await get(client)
+        upstream.valid.clear()  # refused until the endpoint issues it again
+        upstream.refusals = [anyio.Event() for _ in range(5)]
+        token_endpoint.gate = anyio.Event()  # the new token is held back until all five were refused
+
+        async def call() -> None:
+            statuses.append((await get(client)).status_code)
+
+        async with anyio.create_task_group() as tasks:
+            for _ in range(5):
+                tasks.start_soon(call)
+            with anyio.fail_after(WAIT_S):
+                for refused in upstream.refusals:
+                    await refused.wait()
+            token_endpoint.gate.set()
+
+    assert statuses == [200] * 5
+    assert len(token_endpoint.requests) == 2  # a value equal to the refused one is still a new token
+
+
+async def test_a_delete_refused_with_401_is_returned_as_is_without_a_new_token(
+    token_endpoint: TokenEndpoint, upstream: Upstream
+) -> None:
+    async with upstream_client(upstream, oauth_auth(token_endpoint)) as client:
+        await get(client)
+        upstream.valid.clear()
+        with anyio.fail_after(WAIT_S):
+            deleted = await client.delete("/mcp", headers={"Mcp-Session-Id": "s-1"})
+        after = await get(client)  # any other request still gets a new token and is sent again
+
+    assert deleted.status_code == 401
+    assert after.status_code == 200
+    first, second = token_endpoint.issued
+    assert upstream.tokens_seen() == [first, first, first, second]
 
 
 async def test_an_inbound_authorization_header_is_replaced_by_the_gateway_token(

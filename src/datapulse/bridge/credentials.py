@@ -402,7 +402,12 @@ class ClientCredentialsAuth(httpx2.Auth):
       (after ``expires_in / 2`` when ``expires_in`` is not more than the margin); without ``expires_in`` it
       is kept until the upstream answers 401.
     - An upstream 401 drops the token that was rejected, gets a new one (once, however many requests were
-      rejected together), and sends the request again, once; a second 401 is returned to the caller as is.
+      rejected together, even when the endpoint issues the same value again), and sends the request again,
+      once; a second 401 is returned to the caller as is.
+    - A ``DELETE`` (closing an upstream session, MCP Streamable HTTP "Session Management") is not sent again
+      after a 401: closing is best effort and the upstream forgets idle sessions itself, while the token it
+      refused is usually one just fetched (the gateway closes a session because the upstream refused its
+      credentials), so a refresh would only ask the token endpoint again for every closed session.
     - The request body is buffered (``requires_request_body``) so it can be sent again; response bodies are
       not (streamed SSE responses reach the caller as they arrive).
 
@@ -447,18 +452,18 @@ class ClientCredentialsAuth(httpx2.Auth):
     async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
         """Send ``request`` with the current token; after a 401, once more with a new token."""
         await request.aread()  # buffered, so that it can be sent again after a 401
-        token = await self.token()
-        request.headers["Authorization"] = f"Bearer {token}"
+        token = await self._current()
+        request.headers["Authorization"] = f"Bearer {token.value}"
         response = yield request
-        if response.status_code != 401:
+        if response.status_code != 401 or request.method == "DELETE":
             return
         logger.info(
             "upstream %s answered 401; getting a new access token from %s and sending the request again",
             request.url.host,
             redact_url(self._config.token_url),
         )
-        token = await self.token(rejected=token)
-        request.headers["Authorization"] = f"Bearer {token}"
+        token = await self._current(rejected=token)
+        request.headers["Authorization"] = f"Bearer {token.value}"
         yield request
 
     def sync_auth_flow(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, None]:
@@ -475,13 +480,20 @@ class ClientCredentialsAuth(httpx2.Auth):
             UpstreamAuthError: see the class docstring.
         """
         cached = self._token
-        if cached is not None and cached.value != rejected and cached.usable(self._clock()):
-            return cached.value
+        dropped = cached if cached is not None and rejected is not None and cached.value == rejected else None
+        return (await self._current(rejected=dropped)).value
+
+    async def _current(self, *, rejected: _Token | None = None) -> _Token:
+        """The cached token while usable and not ``rejected`` (the very token a refused request carried: a
+        token fetched since then is used as is, whatever its value), else a new one; see `token`."""
+        cached = self._token
+        if cached is not None and cached is not rejected and cached.usable(self._clock()):
+            return cached
         attempts = self._attempts
         async with self._lock:
             cached = self._token
-            if cached is not None and cached.value != rejected and cached.usable(self._clock()):
-                return cached.value
+            if cached is not None and cached is not rejected and cached.usable(self._clock()):
+                return cached
             if self._attempts != attempts and self._failure is not None:
                 # The request this caller waited for failed just now: share its error, do not repeat it.
                 failure = self._failure
@@ -495,7 +507,7 @@ class ClientCredentialsAuth(httpx2.Auth):
                 raise
             self._failure = None
             self._token = fresh
-            return fresh.value
+            return fresh
 
     async def aclose(self) -> None:
         """Close the token client if this instance created it; the cached token is forgotten."""
