@@ -21,6 +21,7 @@ import anyio
 import uvicorn
 from starlette.types import ASGIApp
 
+from datapulse._uvicorn import http_protocol
 from datapulse._version import __version__
 from datapulse.app import shutdown
 from datapulse.client_config import CLIENT_NAMES, DEFAULT_TOKEN_ENV, SERVER_NAME, claude_code_config, mcp_endpoint
@@ -133,6 +134,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         ssl_keyfile=settings.ssl_keyfile,
         ssl_keyfile_password=password.get_secret_value() if password is not None else None,
         server_header=False,
+        http=http_protocol(),  # head and body of a response in one write (datapulse._uvicorn)
         lifespan="on",
         log_config=None,  # uvicorn's lines go through DataPulse's structured logging (datapulse.logs)
     )

@@ -17,10 +17,12 @@ SHUTDOWN_S: Final = 5
 
 
 @asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """Serve ``app`` under uvicorn on a free loopback port until exit; yields its base URL."""
+async def serving(app: Any, *, http: Any = "auto") -> AsyncIterator[str]:
+    """Serve ``app`` under uvicorn on a free loopback port until exit; yields its base URL. ``http``: uvicorn's
+    HTTP protocol setting (a name or a protocol class)."""
     config = uvicorn.Config(
         app,
+        http=http,
         host="127.0.0.1",
         port=0,
         lifespan="off",
