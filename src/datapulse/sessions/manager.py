@@ -57,19 +57,26 @@ class SessionManager:
         self._live: dict[str, LiveSession] = {}
         self._streams: Counter[SessionKind] = Counter()
         self._changed = anyio.Event()
+        self._waiting = 0  # `wait_until` calls in progress
         self.accepting = True
 
     def signal_change(self) -> None:
         """Wake every `wait_until` to re-check its predicate (sessions call it when they open, close or go idle;
-        other in-flight work, such as stateless requests, calls it when it ends)."""
-        changed, self._changed = self._changed, anyio.Event()
-        changed.set()
+        other in-flight work, such as stateless requests, calls it when it ends). Nothing to do, and nothing
+        done, while nobody waits: a session goes idle after almost every request."""
+        if self._waiting:
+            changed, self._changed = self._changed, anyio.Event()
+            changed.set()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds, re-checking after every session or stream open/close (the
         caller bounds the wait)."""
-        while not predicate():
-            await self._changed.wait()
+        self._waiting += 1
+        try:
+            while not predicate():
+                await self._changed.wait()
+        finally:
+            self._waiting -= 1
 
     async def open(self, session: S) -> S:
         """Register ``session`` (caps apply) and make it findable.
