@@ -60,6 +60,11 @@ class RecordingTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         return 7
 
+    def is_closing(self) -> bool:
+        return self.peer_closed
+
+    peer_closed = False
+
 
 async def next_iteration() -> None:
     """Let the event loop run the callbacks scheduled so far (the flush is one of them)."""
@@ -106,6 +111,15 @@ async def test_close_and_write_eof_send_what_is_pending_first_and_abort_drops_it
     getattr(writes, end)()
     await next_iteration()  # the scheduled flush finds nothing left
     assert inner.calls == expected
+
+
+async def test_writes_pending_when_the_peer_ends_the_connection_are_dropped_without_an_error() -> None:
+    inner = RecordingTransport()
+    writes = CoalescedWrites(inner, asyncio.get_running_loop())
+    writes.write(b"too late")
+    inner.peer_closed = True  # the connection was lost within the same loop iteration
+    await next_iteration()
+    assert inner.calls == []
 
 
 async def json_answer(request: Request) -> JSONResponse:

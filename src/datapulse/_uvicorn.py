@@ -57,11 +57,15 @@ class CoalescedWrites(asyncio.Transport):
             self.write(data)
 
     def flush(self) -> None:
-        """Hand what was written since the last flush to the wrapped transport (no-op when nothing is)."""
+        """Hand what was written since the last flush to the wrapped transport (no-op when nothing is). Dropped
+        when the wrapped transport is closing meanwhile: `close` flushes first, so only a connection the peer
+        ended is closing here, and uvloop refuses writes to it (``RuntimeError`` in a loop callback)."""
         pending = self._pending
         if pending is None:
             return
         self._pending = None
+        if self._transport.is_closing():
+            return
         if len(pending) == 1:
             self._transport.write(pending[0])
         else:
