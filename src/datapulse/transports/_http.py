@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import Receive, Scope, Send
 
@@ -35,14 +36,21 @@ def header_items(scope: Scope) -> list[tuple[str, str]]:
 
 
 def query_param(scope: Scope, name: str) -> str | None:
-    """The first value of query parameter ``name``, URL-decoded, or None."""
+    """The first value of query parameter ``name``, URL-decoded, or None: what ``urllib.parse.parse_qsl(query,
+    keep_blank_values=True)`` gives (``&``-separated, ``+`` as space, percent-decoded as UTF-8). A query with
+    neither ``%`` nor ``+`` (a session id, a ticket) needs no decoding and is split directly."""
     raw: bytes = scope.get("query_string", b"")
     if not raw:
         return None
-    from urllib.parse import parse_qsl
-
-    for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
-        if key == name:
+    query = raw.decode("latin-1")
+    if "%" in query or "+" in query:
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if key == name:
+                return value
+        return None
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if key == name and pair:  # parse_qsl skips empty pairs
             return value
     return None
 
