@@ -426,7 +426,7 @@ class Phase:
 
     def stop(self) -> None:
         report = self.bench.report
-        for server in self.servers.values():
+        for server in reversed(self.servers.values()):  # started first, stopped last: Redis outlives its users
             server.stop()
         for name, server in self.servers.items():
             records = server.remove_audit()
