@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import tracemalloc
 from importlib.metadata import version
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import anyio
 import mcp_types
@@ -261,3 +262,60 @@ def test_the_fast_paths_result_conversion_matches_the_sdks_convert_result(
     converted = _sdk.convert_tool_result(meta, result)
     assert type(converted) is type(expected)
     assert converted.model_dump(mode="json", by_alias=True) == expected.model_dump(mode="json", by_alias=True)
+
+
+def test_the_sdk_connection_still_makes_the_attributes_lean_connection_defers() -> None:
+    assert _sdk.connection_seams() == [], "mcp changed under _sdk.LeanConnection: " + "; ".join(_sdk.connection_seams())
+
+
+class _NoChannel:
+    """An outbound that is never used (the connections below send nothing)."""
+
+
+@pytest.mark.anyio
+async def test_a_lean_connection_behaves_as_the_sdks_for_initialized_and_its_exit_stack() -> None:
+    looped = _sdk.LeanConnection.for_loop(cast(Any, _NoChannel()), session_id="s-1")
+    enveloped = _sdk.LeanConnection.from_envelope(_sdk.LATEST_MODERN_VERSION, None, {})
+    assert isinstance(looped, _sdk.LeanConnection)
+    assert isinstance(looped.initialized, anyio.Event)
+    assert (looped.initialize_accepted, enveloped.initialize_accepted) == (False, True)
+    assert looped.initialized.statistics().tasks_waiting == 0
+
+    woken: list[bool] = []
+
+    async def wait_for_initialized() -> None:
+        await looped.initialized.wait()
+        woken.append(looped.initialized.is_set())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait_for_initialized)
+            await anyio.wait_all_tasks_blocked()
+            assert looped.initialized.statistics().tasks_waiting == 1
+            looped.initialized.set()
+        await enveloped.initialized.wait()  # already set: returns at once
+    assert woken == [True]
+    assert looped.initialize_accepted
+
+    closed: list[str] = []
+    stack = looped.exit_stack
+    assert stack is looped.exit_stack, "one stack, made on first use"
+    stack.callback(closed.append, "cleanup")
+    await looped.exit_stack.aclose()
+    assert closed == ["cleanup"]
+
+
+@pytest.mark.anyio
+async def test_an_idle_lean_connection_keeps_at_least_1_kib_less_than_the_sdks() -> None:
+    def kept_bytes(cls: type[_sdk.Connection]) -> float:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            connections = [cls.for_loop(cast(Any, _NoChannel()), session_id=f"s-{i}") for i in range(200)]
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert len(connections) == 200
+        return kept / 200
+
+    assert kept_bytes(_sdk.Connection) - kept_bytes(_sdk.LeanConnection) >= 1024

@@ -8,10 +8,14 @@ SDK upgrade that moves them breaks one file — and ``tests/test_sdk_adapter.py`
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
 from typing import Any, cast
 
+import anyio
+import anyio.lowlevel
 from mcp.client._input_required import InputRequiredRoundsExceededError, run_input_required_driver
 from mcp.client._probe import negotiate_auto
 from mcp.server._otel import OpenTelemetryMiddleware
@@ -73,6 +77,7 @@ __all__ = [
     "InboundLadderRejection",
     "InitializeRequestParams",
     "InputRequiredRoundsExceededError",
+    "LeanConnection",
     "MCPError",
     "MCPServer",
     "NoBackChannelError",
@@ -118,6 +123,79 @@ PROMPT_CALLER_ERRORS = ("Unknown prompt: ", "Missing required arguments: ")
 """How the SDK's prompt layer words the caller's mistakes, which it raises as plain ``ValueError``
 (``mcp/server/mcpserver/prompts/manager.py`` and ``base.py``): answered -32602, not logged as a fault.
 tests/test_sdk_adapter.py fails if an SDK upgrade changes the wording."""
+
+
+class LazyEvent(anyio.Event):
+    """An ``anyio.Event`` that makes its waiting machinery only when a task waits on it before it is set.
+
+    anyio's asyncio event wraps an ``asyncio.Event``, whose waiter ``collections.deque`` takes 760 bytes from the
+    start; a flag needs none of it until someone waits.
+    """
+
+    __slots__ = ("_flag", "_waiters")
+
+    def __new__(cls) -> LazyEvent:
+        return object.__new__(cls)
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiters: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        if self._waiters is not None:
+            self._waiters.set()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    async def wait(self) -> None:
+        if self._flag:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._waiters is None:
+            self._waiters = anyio.Event()
+        await self._waiters.wait()
+
+    def statistics(self) -> anyio.EventStatistics:
+        return anyio.EventStatistics(0) if self._waiters is None else self._waiters.statistics()
+
+
+class LeanConnection(Connection):
+    """The SDK's `Connection`, holding its ``initialized`` event and ``exit_stack`` only once they are used.
+
+    ``Connection.__init__`` makes an ``anyio.Event`` and an ``AsyncExitStack`` for every connection, each around a
+    ``collections.deque`` of 760 bytes: about 1.5 KiB that an idle session (and a 2026-07-28 request) keeps for
+    nothing. Here ``initialized`` is a `LazyEvent` and ``exit_stack`` is made on first access; both behave as the
+    SDK's. ``for_loop`` and ``from_envelope`` build this class when called on it. `connection_seams` checks that
+    the SDK still makes both attributes in ``__init__``.
+    """
+
+    _exit_stack: AsyncExitStack | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.initialized = LazyEvent()  # the SDK's unset event is dropped
+        self._exit_stack = None  # and its empty stack: one is made on first use
+
+    @property
+    def exit_stack(self) -> AsyncExitStack:
+        stack = self._exit_stack
+        if stack is None:
+            stack = self._exit_stack = AsyncExitStack()
+        return stack
+
+    @exit_stack.setter
+    def exit_stack(self, value: AsyncExitStack) -> None:
+        self._exit_stack = value
+
+
+def connection_seams() -> list[str]:
+    """What no longer holds of the SDK's `Connection` that `LeanConnection` relies on (empty: all holds): its
+    ``__init__`` assigns ``initialized`` an ``anyio.Event()`` and ``exit_stack`` an ``AsyncExitStack()``."""
+    source = inspect.getsource(Connection.__init__)
+    wanted = ("self.initialized = anyio.Event()", "self.exit_stack = AsyncExitStack()")
+    return [f"Connection.__init__ no longer runs {line!r}" for line in wanted if line not in source]
 
 
 def lowlevel_server(app: object) -> Server[Any]:

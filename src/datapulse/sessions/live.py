@@ -237,7 +237,7 @@ class LiveSession:
         self.runner: _sdk.ServerRunner[Any] = _sdk.ServerRunner(server, self.connection, lifespan_state)
 
     def _make_connection(self) -> _sdk.Connection:
-        return _sdk.Connection.for_loop(self, session_id=self.id)
+        return _sdk.LeanConnection.for_loop(self, session_id=self.id)
 
     def accept(self) -> Accepted:
         """Place one request in this session's order (before acknowledging it): its handler begins after those
@@ -393,7 +393,7 @@ class LiveSession:
         route = _sdk.classify_inbound_request({"method": method, "params": params})
         if isinstance(route, _sdk.InboundLadderRejection):
             raise _sdk.MCPError(code=route.code, message=route.message, data=route.data)
-        connection = _sdk.Connection.from_envelope(
+        connection = _sdk.LeanConnection.from_envelope(
             route.protocol_version, route.client_info, route.client_capabilities, outbound=_NotifyOnly(self)
         )
         dctx.refuse_server_requests()

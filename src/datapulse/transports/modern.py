@@ -248,7 +248,7 @@ async def handle_post(runtime: Runtime, scope: Scope, receive: Receive, send: Se
     plan = None if fast is None else fast.plan(message.method, message.params, version, True)
 
     def connection() -> _sdk.Connection:
-        return _sdk.Connection.from_envelope(
+        return _sdk.LeanConnection.from_envelope(
             version, meta.get("io.modelcontextprotocol/clientInfo"), meta["io.modelcontextprotocol/clientCapabilities"]
         )
 
