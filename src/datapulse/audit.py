@@ -388,9 +388,6 @@ class Auditor:
         failure: it is logged (warning once per failure streak of that sink) and the next sink is tried.
         """
         record = self._build(kind, fields)
-        if not self._may_suspend:
-            self._write_now(record)
-            return record
         for index, sink, write_now in self._writers:
             try:
                 if write_now is not None:

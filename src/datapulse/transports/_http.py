@@ -24,9 +24,10 @@ JSON_HEADERS: tuple[Header, ...] = ((b"content-type", b"application/json"),)
 
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of header ``name`` (lowercase bytes), decoded as latin-1, or None."""
-    for key, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
         if key == name:
-            return str(value.decode("latin-1"))
+            return value.decode("latin-1")
     return None
 
 
