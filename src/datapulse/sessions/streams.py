@@ -8,7 +8,8 @@ per-frame hot path.
   writers arrived; a frame is one ASGI ``send``, so frames never interleave.
 * A writer waits while the client is slow (uvicorn parks ``send`` until the socket drains): that wait
   is the backpressure. A client that reads nothing for ``slow_client_timeout_s`` is disconnected, with
-  the reason logged, and the write raises `StreamClosed`.
+  the reason logged, and the write raises `StreamClosed`. The timer is armed only once a ``send`` waits:
+  a frame the socket takes at once costs none.
 * An `EventStream` gives every frame an event id ``<stream key>.<seq>`` and keeps the last frames in
   a bounded history, so a reconnect with ``Last-Event-ID`` replays exactly what followed that id,
   and frames produced while no connection is attached wait for one.
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from typing import Any, NamedTuple, Protocol
 
-from starlette.types import Send
+from starlette.types import Message, Send
 
 from datapulse.errors import SessionMoved, StreamClosed, Unavailable
 
@@ -101,22 +103,47 @@ class SseConnection:
             self._observe_depth(self._waiting)
         self._waiting += 1
         try:
-            async with asyncio.timeout(self._timeout_s), self._lock:
+            # FIFO; no timer of its own: whoever holds the lock is bounded below, and aborts the connection
+            # (which every writer queued behind then sees) when its client reads nothing in time
+            async with self._lock:
                 if self.closed:
                     raise StreamClosed
                 try:
-                    await self._send({"type": "http.response.body", "body": frame, "more_body": True})
+                    await self._send_bounded({"type": "http.response.body", "body": frame, "more_body": True})
                 except (RuntimeError, OSError) as exc:
                     self.mark_closed()
                     log.info("SSE stream already ended: a late write was not sent (%s)", exc)
                     raise StreamClosed from None
                 if self.closed:  # the client went away meanwhile: uvicorn drops such writes silently
                     raise StreamClosed
-        except TimeoutError:
-            self.abort(f"client read nothing for {self._timeout_s:g} s; outbound stream backpressure limit reached")
-            raise StreamClosed from None
         finally:
             self._waiting -= 1
+
+    async def _send_bounded(self, message: Message) -> None:
+        """``await send(message)`` within ``slow_client_timeout_s``, with no timer armed unless ``send`` waits (a
+        client reading behind): its first step runs at once, and only a ``send`` that then waits continues under
+        ``asyncio.timeout``.
+
+        Raises:
+            StreamClosed: ``send`` waited longer than ``slow_client_timeout_s``; the connection is aborted.
+            Exception: whatever ``send`` raises.
+        """
+        sending = self._send(message)
+        if isinstance(sending, Coroutine):
+            try:
+                waiting_on = sending.send(None)
+            except StopIteration:
+                return  # written without waiting: the usual case
+            sending = _resumed(sending, waiting_on)
+        timer = asyncio.timeout(self._timeout_s)
+        try:
+            async with timer:
+                await sending
+        except TimeoutError:
+            if not timer.expired():  # raised by send itself
+                raise
+            self.abort(f"client read nothing for {self._timeout_s:g} s; outbound stream backpressure limit reached")
+            raise StreamClosed from None
 
     def offer(self) -> bool:
         """Whether a non-urgent frame (a keepalive) may be written now without queueing behind others."""
@@ -135,6 +162,29 @@ class SseConnection:
     def mark_closed(self) -> None:
         """Mark the connection closed because the client went away (no log, no callback)."""
         self.closed = True
+
+
+@types.coroutine
+def _resumed(coroutine: Coroutine[Any, Any, Any], waiting_on: Any) -> Generator[Any, Any, Any]:
+    """Await the rest of ``coroutine``, whose first step (``send(None)``) already ran and yielded ``waiting_on``
+    to the event loop: what ``await`` would have done from there (PEP 380's ``yield from``, resumed after its
+    first step). Returns its result; raises what it raises; a cancellation is thrown into it."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except GeneratorExit:
+            coroutine.close()
+            raise
+        except BaseException as exc:  # a cancellation (or the timeout's): delivered where the coroutine waits
+            try:
+                waiting_on = coroutine.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                waiting_on = coroutine.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 OverflowNotice = Callable[[int], bytes]
