@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
@@ -18,8 +19,14 @@ _SESSION_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _DATAPULSE_SESSION_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
+_MEMO_SIZE = 256
+"""Header values whose parse a pure helper below remembers (clients send the same few on every request)."""
+
+
+@functools.lru_cache(maxsize=_MEMO_SIZE)
 def accepts(accept_header: str | None) -> tuple[bool, bool]:
-    """Which of JSON and SSE an ``Accept`` header admits (RFC 9110 §12.5.1, wildcards honoured).
+    """Which of JSON and SSE an ``Accept`` header admits (RFC 9110 §12.5.1, wildcards honoured); the answers for
+    the last `_MEMO_SIZE` distinct values are remembered.
 
     Args:
         accept_header: the raw header value, or None when absent.
@@ -43,8 +50,10 @@ def accepts(accept_header: str | None) -> tuple[bool, bool]:
     return json_ok, sse_ok
 
 
+@functools.lru_cache(maxsize=_MEMO_SIZE)
 def is_json_content_type(content_type: str | None) -> bool:
-    """Whether a ``Content-Type`` names JSON (``application/json`` or ``application/*+json``, any params)."""
+    """Whether a ``Content-Type`` names JSON (``application/json`` or ``application/*+json``, any params); the
+    answers for the last `_MEMO_SIZE` distinct values are remembered."""
     if not content_type:
         return False
     media = content_type.split(";", 1)[0].strip().lower()
