@@ -129,7 +129,7 @@ class SseConnection:
             Exception: whatever ``send`` raises.
         """
         sending = self._send(message)
-        if isinstance(sending, Coroutine):
+        if isinstance(sending, types.CoroutineType):  # a native coroutine (others are awaited as they are)
             try:
                 waiting_on = sending.send(None)
             except StopIteration:
