@@ -10,6 +10,8 @@ from typing import Any, TypedDict, cast
 import anyio
 import mcp_types
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from mcp.server.mcpserver import Context, MCPServer
 from pydantic import BaseModel, Field
 
@@ -319,3 +321,86 @@ async def test_an_idle_lean_connection_keeps_at_least_1_kib_less_than_the_sdks()
         return kept / 200
 
     assert kept_bytes(_sdk.Connection) - kept_bytes(_sdk.LeanConnection) >= 1024
+
+
+def test_the_sdk_still_types_tool_call_arguments_as_any_json_object_in_every_era() -> None:
+    # validate_client_request_remembered skips validating again a tools/call whose name and _meta were accepted
+    # before only because its arguments cannot make it invalid: this is what makes that true.
+    for era_version in (*_sdk.HANDSHAKE_PROTOCOL_VERSIONS, *_sdk.MODERN_PROTOCOL_VERSIONS):
+        assert _sdk.arguments_are_opaque("tools/call", era_version), era_version
+    assert not _sdk.arguments_are_opaque("prompts/get", _sdk.LATEST_MODERN_VERSION)  # dict[str, str]: not opaque
+
+
+_ABSENT = object()
+_json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
+_json = st.recursive(
+    _json_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+)
+_metas = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "io.modelcontextprotocol/protocolVersion": st.sampled_from(["2026-07-28", "2025-11-25", "x"]) | _json_leaf,
+            "io.modelcontextprotocol/clientCapabilities": st.just({}) | _json,
+            "io.modelcontextprotocol/clientInfo": st.just({"name": "c", "version": "1"}) | _json,
+            "progressToken": st.text(max_size=3) | st.integers() | _json_leaf,
+        },
+    ),
+    _json,
+)
+_tool_call_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["echo", "add"]) | _json_leaf,
+        "_meta": _metas,
+        "requestState": st.text(max_size=3) | _json_leaf,
+        "inputResponses": st.just({}) | _json,
+        "task": st.just({"ttl": 1000}) | _json,
+        "extra": _json,
+    },
+)
+_ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": _sdk.LATEST_MODERN_VERSION,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "c", "version": "1"},
+}
+_rests = st.one_of(
+    st.builds(  # a well-formed request, one envelope member perhaps changed: mostly accepted
+        lambda name, changed: {"name": name, "_meta": {**_ENVELOPE, **changed}},
+        st.sampled_from(["echo", "add"]),
+        st.dictionaries(st.sampled_from([*_ENVELOPE, "progressToken"]), _json, max_size=1),
+    ),
+    _tool_call_params,
+)
+_arguments = st.none() | st.just(_ABSENT) | st.dictionaries(st.text(max_size=4), _json, max_size=3) | _json
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([*_sdk.MODERN_PROTOCOL_VERSIONS, _sdk.LATEST_HANDSHAKE_VERSION]),
+    st.lists(_rests, min_size=1, max_size=3),
+    st.lists(_arguments, min_size=1, max_size=4),
+)
+def test_remembered_request_validation_accepts_and_refuses_exactly_what_the_sdk_does(
+    protocol_version: str, rests: list[dict[str, Any]], arguments: list[Any]
+) -> None:
+    # every name/_meta with every arguments value, each twice: an acceptance remembered for one arguments value must
+    # never accept what the SDK refuses for another, nor may it refuse what the SDK accepts
+    outcomes: set[str | None] = set()
+    for rest in rests:
+        for value in [*arguments, *arguments]:
+            params = dict(rest) if value is _ABSENT else {**rest, "arguments": value}
+            try:
+                _sdk.validate_client_request("tools/call", protocol_version, params)
+                expected: str | None = None
+            except Exception as exc:
+                expected = type(exc).__name__
+            try:
+                _sdk.validate_client_request_remembered("tools/call", protocol_version, params)
+                got: str | None = None
+            except Exception as exc:
+                got = type(exc).__name__
+            assert got == expected, (protocol_version, params)
+            outcomes.add(got)
+    event(f"outcomes: {sorted(map(str, outcomes))}")

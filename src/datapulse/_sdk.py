@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
+import pydantic_core
 from mcp.client._input_required import InputRequiredRoundsExceededError, run_input_required_driver
 from mcp.client._probe import negotiate_auto
 from mcp.server._otel import OpenTelemetryMiddleware
@@ -49,7 +50,7 @@ from mcp.shared.message import ServerMessageMetadata
 from mcp.shared.subscriptions import LISTEN_STREAM_METHODS
 from mcp.shared.transport_context import TransportContext
 from mcp_types import CallToolResult, ErrorData, InitializeRequestParams, InputRequiredResult, TextContent
-from mcp_types.methods import is_input_required, validate_client_request
+from mcp_types.methods import CLIENT_REQUESTS, is_input_required, validate_client_request
 from mcp_types.version import (
     HANDSHAKE_PROTOCOL_VERSIONS,
     LATEST_HANDSHAKE_VERSION,
@@ -110,6 +111,7 @@ __all__ = [
     "subscription_bus",
     "unsupported_protocol_version_rejection",
     "validate_client_request",
+    "validate_client_request_remembered",
     "validate_mcp_param_headers",
 ]
 
@@ -323,6 +325,66 @@ async def call_plain_tool(app: MCPServer, name: str, arguments: dict[str, Any]) 
         else:
             _mcpserver_logger.exception("Tool %r raised an unexpected exception", name)
         return CallToolResult(content=[TextContent(type="text", text=str(exc))], is_error=True)
+
+
+_OPAQUE_ARGUMENTS_METHODS = frozenset({"tools/call"})
+"""Methods whose request params carry an ``arguments`` object the SDK's surface types as ``dict[str, Any] | None``."""
+_opaque: dict[tuple[str, str], bool] = {}
+_VALIDATED: dict[tuple[str, str, bytes], None] = {}
+_VALIDATED_MAX = 1024
+
+
+def arguments_are_opaque(method: str, protocol_version: str) -> bool:
+    """Whether the SDK's request surface for ``(method, protocol_version)`` (``mcp_types.methods.CLIENT_REQUESTS``)
+    accepts any JSON object or null as ``params.arguments``: typed ``dict[str, Any] | None``, and no validator on the
+    params model. Then a request's validity does not depend on its arguments' contents (read once per pair)."""
+    key = (method, protocol_version)
+    known = _opaque.get(key)
+    if known is None:
+        known = False
+        model = CLIENT_REQUESTS.get(key) if method in _OPAQUE_ARGUMENTS_METHODS else None
+        field = model.model_fields.get("params") if model is not None else None
+        params_model = field.annotation if field is not None else None
+        if isinstance(params_model, type) and issubclass(params_model, BaseModel):
+            arguments = params_model.model_fields.get("arguments")
+            decorators = params_model.__pydantic_decorators__
+            known = (
+                arguments is not None
+                and arguments.annotation == (dict[str, Any] | None)
+                and not (decorators.field_validators or decorators.model_validators or decorators.validators)
+                and not model.__pydantic_decorators__.model_validators  # type: ignore[union-attr]
+            )
+        _opaque[key] = known
+    return known
+
+
+def validate_client_request_remembered(method: str, protocol_version: str, params: Mapping[str, Any] | None) -> None:
+    """``validate_client_request(method, protocol_version, params)`` (the SDK kernel's surface check of a request),
+    remembering the requests it accepted by everything but their ``arguments`` where those are opaque to it
+    (`arguments_are_opaque`): a ``tools/call`` whose name and ``_meta`` were accepted before, with arguments that are
+    a JSON object (string keys) or absent, is accepted without validating again. At most `_VALIDATED_MAX` are
+    remembered (all forgotten when full). ``tests/test_sdk_adapter.py`` holds it to the SDK's answer on generated
+    requests, and fails loudly if an SDK upgrade types ``arguments`` otherwise.
+
+    Raises:
+        ValueError, KeyError, pydantic.ValidationError: as ``validate_client_request``.
+    """
+    key: tuple[str, str, bytes] | None = None
+    if params is not None and arguments_are_opaque(method, protocol_version):
+        arguments = params.get("arguments")
+        if arguments is None or (isinstance(arguments, dict) and all(isinstance(name, str) for name in arguments)):
+            rest = {name: value for name, value in params.items() if name != "arguments"}
+            try:
+                key = (method, protocol_version, pydantic_core.to_json(rest, inf_nan_mode="constants"))
+            except pydantic_core.PydanticSerializationError:  # not from JSON: validated every time
+                key = None
+            if key in _VALIDATED:
+                return
+    validate_client_request(method, protocol_version, params)
+    if key is not None:
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.clear()
+        _VALIDATED[key] = None
 
 
 _ADAPTERS: dict[int, tuple[FuncMetadata, Any, TypeAdapter[Any]]] = {}

@@ -164,7 +164,7 @@ class Lane:
         """``params`` validated as the SDK kernel validates them (``validate_client_request``, then the handler's
         params model), or None when they fail (the full path answers with the SDK's own error)."""
         try:
-            _sdk.validate_client_request(method, protocol_version, params)
+            _sdk.validate_client_request_remembered(method, protocol_version, params)
             return entry.params_type.model_validate({} if params is None else params, by_name=False)
         except Exception:
             return None
