@@ -52,6 +52,13 @@ class Socket:
         self.written.append(message["body"])
 
 
+def stalled(slow_client_timeout_s: float = 30) -> tuple[Socket, SseConnection]:
+    """A connection whose socket is full: every send waits until ``socket.drained`` is set."""
+    socket = Socket()
+    socket.full = True
+    return socket, SseConnection(socket.send, slow_client_timeout_s=slow_client_timeout_s)
+
+
 async def test_a_frame_the_socket_takes_at_once_is_written_in_the_writers_context() -> None:
     socket = Socket()
     connection = SseConnection(socket.send, slow_client_timeout_s=30)
@@ -64,9 +71,7 @@ async def test_a_frame_the_socket_takes_at_once_is_written_in_the_writers_contex
 
 
 async def test_a_send_that_waits_for_the_socket_finishes_when_it_drains_and_frames_keep_their_order() -> None:
-    socket = Socket()
-    connection = SseConnection(socket.send, slow_client_timeout_s=30)
-    socket.full = True
+    socket, connection = stalled()
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(connection.write, b"a")
@@ -109,9 +114,7 @@ async def test_a_client_that_reads_nothing_in_time_is_aborted_and_every_queued_w
 
 
 async def test_a_writer_cancelled_while_its_send_waits_cancels_the_send_and_leaves_the_stream_usable() -> None:
-    socket = Socket()
-    connection = SseConnection(socket.send, slow_client_timeout_s=30)
-    socket.full = True
+    socket, connection = stalled()
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(connection.write, b"a")
