@@ -9,7 +9,11 @@ samples times the measured µs per call (1 / calls per second, the server at one
     .venv/bin/python -m bench.profile --py-spy /tmp/tools/bin/py-spy              # modern (2026-07-28) tools/call
     .venv/bin/python -m bench.profile --py-spy /tmp/tools/bin/py-spy --kind api   # the DataPulse API
 
-To profile older code, run it from a checkout of that code with ``PYTHONPATH=<checkout>/src``.
+To compare with older code, ``--against <checkout>/src`` profiles both, interleaved (this code, that code, that code,
+this code, ... for ``--runs`` runs each: the machine's drift then falls on both columns alike), and prints each
+layer's mean per column.
+
+    .venv/bin/python -m bench.profile --py-spy /tmp/tools/bin/py-spy --against /tmp/before/src --runs 2
 """
 
 from __future__ import annotations
@@ -103,8 +107,13 @@ def tally(raw: Path) -> tuple[collections.Counter[str], int]:
     return counts, total
 
 
-async def profile(py_spy: str, kind: str, concurrency: int, duration_s: float, raw: Path) -> float:
-    server = Server("datapulse")
+async def profile(
+    py_spy: str, kind: str, concurrency: int, duration_s: float, raw: Path, source: str | None = None
+) -> float:
+    """Profile one DataPulse server (of this checkout, or of the ``source`` directory put first on its
+    ``PYTHONPATH``) under ``kind`` load at ``concurrency`` for ``duration_s``; py-spy's raw samples go to ``raw``.
+    Returns the calls per second measured while sampling."""
+    server = Server("datapulse", env={"PYTHONPATH": source} if source else {})
     server.start()
     try:
         await server.wait_ready()
@@ -125,23 +134,41 @@ async def profile(py_spy: str, kind: str, concurrency: int, duration_s: float, r
         server.stop()
 
 
+def per_layer_us(raw: Path, rate: float) -> dict[str, float]:
+    """Each layer's µs per call: its share of the samples in ``raw`` times 1 / ``rate``."""
+    counts, total = tally(raw)
+    return {name: counts[name] / total * 1e6 / rate for name in [name for name, _ in CATEGORIES] + ["other"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--py-spy", required=True, help="the py-spy executable")
     parser.add_argument("--kind", default="modern", help="bench.loadgen client kind (default modern)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=12.0, help="seconds sampled (default 12)")
+    parser.add_argument("--against", metavar="SRC", help="also profile the code in SRC (a checkout's src directory)")
+    parser.add_argument("--runs", type=int, default=1, help="runs per column, interleaved with --against (default 1)")
     args = parser.parse_args()
-    raw = Path(tempfile.mkdtemp(prefix="bench-profile-")) / "samples.txt"
-    rate = uvloop.run(profile(args.py_spy, args.kind, args.concurrency, args.duration, raw))
-    counts, total = tally(raw)
-    per_call_us = 1e6 / rate
-    print(f"{args.kind} at c={args.concurrency}: {rate:,.0f} calls/s; samples in {raw}")
-    print("| where the server's CPU goes | µs/call |")
-    print("|---|---:|")
-    for name in [name for name, _ in CATEGORIES] + ["other"]:
-        print(f"| {name} | {counts[name] / total * per_call_us:.0f} |")
-    print(f"| **total** (1 / calls per second) | **{per_call_us:.0f}** |")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    columns: dict[str, list[dict[str, float]]] = {"this checkout": []}
+    if args.against:
+        columns[args.against] = []
+    order = list(columns)
+    for run in range(args.runs):
+        for column in order if run % 2 == 0 else reversed(order):
+            raw = Path(tempfile.mkdtemp(prefix="bench-profile-")) / "samples.txt"
+            source = None if column == "this checkout" else column
+            rate = uvloop.run(profile(args.py_spy, args.kind, args.concurrency, args.duration, raw, source))
+            print(f"{column}: {args.kind} at c={args.concurrency}: {rate:,.0f} calls/s; samples in {raw}")
+            columns[column].append(per_layer_us(raw, rate))
+    print(f"| where the server's CPU goes | {' | '.join(f'{name} (µs/call)' for name in columns)} |")
+    print("|---|" + "---:|" * len(columns))
+    for layer in [name for name, _ in CATEGORIES] + ["other"]:
+        cells = " | ".join(f"{sum(run[layer] for run in runs) / len(runs):.0f}" for runs in columns.values())
+        print(f"| {layer} | {cells} |")
+    totals = " | ".join(f"**{sum(sum(run.values()) for run in runs) / len(runs):.0f}**" for runs in columns.values())
+    print(f"| **total** (1 / calls per second) | {totals} |")
 
 
 if __name__ == "__main__":
