@@ -341,21 +341,26 @@ def arguments_are_opaque(method: str, protocol_version: str) -> bool:
     key = (method, protocol_version)
     known = _opaque.get(key)
     if known is None:
-        known = False
         model = CLIENT_REQUESTS.get(key) if method in _OPAQUE_ARGUMENTS_METHODS else None
-        field = model.model_fields.get("params") if model is not None else None
-        params_model = field.annotation if field is not None else None
-        if isinstance(params_model, type) and issubclass(params_model, BaseModel):
-            arguments = params_model.model_fields.get("arguments")
-            decorators = params_model.__pydantic_decorators__
-            known = (
-                arguments is not None
-                and arguments.annotation == (dict[str, Any] | None)
-                and not (decorators.field_validators or decorators.model_validators or decorators.validators)
-                and not model.__pydantic_decorators__.model_validators  # type: ignore[union-attr]
-            )
+        known = _opaque_in(model) if model is not None else False
         _opaque[key] = known
     return known
+
+
+def _opaque_in(request_model: type[BaseModel]) -> bool:
+    """`arguments_are_opaque` for one request model of the surface."""
+    field = request_model.model_fields.get("params")
+    params_model = field.annotation if field is not None else None
+    if not (isinstance(params_model, type) and issubclass(params_model, BaseModel)):
+        return False
+    arguments = params_model.model_fields.get("arguments")
+    decorators = params_model.__pydantic_decorators__
+    return (
+        arguments is not None
+        and arguments.annotation == (dict[str, Any] | None)
+        and not (decorators.field_validators or decorators.model_validators or decorators.validators)
+        and not request_model.__pydantic_decorators__.model_validators
+    )
 
 
 def validate_client_request_remembered(method: str, protocol_version: str, params: Mapping[str, Any] | None) -> None:

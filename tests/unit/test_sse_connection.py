@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
@@ -52,11 +52,11 @@ class Socket:
         self.written.append(message["body"])
 
 
-def stalled(slow_client_timeout_s: float = 30) -> tuple[Socket, SseConnection]:
+def stalled(observe_depth: Callable[[float], None] | None = None) -> tuple[Socket, SseConnection]:
     """A connection whose socket is full: every send waits until ``socket.drained`` is set."""
     socket = Socket()
     socket.full = True
-    return socket, SseConnection(socket.send, slow_client_timeout_s=slow_client_timeout_s)
+    return socket, SseConnection(socket.send, slow_client_timeout_s=30, observe_depth=observe_depth)
 
 
 async def test_a_frame_the_socket_takes_at_once_is_written_in_the_writers_context() -> None:
@@ -71,15 +71,20 @@ async def test_a_frame_the_socket_takes_at_once_is_written_in_the_writers_contex
 
 
 async def test_a_send_that_waits_for_the_socket_finishes_when_it_drains_and_frames_keep_their_order() -> None:
-    socket, connection = stalled()
+    third_queued = asyncio.Event()  # a writer that finds two before it has queued for the lock
+
+    def observe_depth(waiting: float) -> None:
+        if waiting == 2:
+            third_queued.set()
+
+    socket, connection = stalled(observe_depth)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(connection.write, b"a")
             await socket.entered.wait()
             tg.start_soon(connection.write, b"b")  # queued behind the waiting one (FIFO lock)
             tg.start_soon(connection.write, b"c")
-            for _ in range(3):
-                await asyncio.sleep(0)
+            await third_queued.wait()
             assert socket.written == []
             socket.full = False
             socket.drained.set()
