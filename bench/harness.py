@@ -383,15 +383,10 @@ class Phase:
         chosen = {t.key: t for t in targets}
         blocks = [[chosen[k] for k in block if k in chosen] for block in self.block_keys]
         blocks = [b for b in blocks if b]
-        top = max(self.concurrencies)
-        if args.warmup > 0:
-            log(f"{self.title}warm-up: {args.warmup:g} s per target at c={top}")
-            for target in targets:
-                runs_at = [c for c in self.concurrencies if self.measures(target, c)]
-                if runs_at:
-                    await wait_idle(self.everyone)
-                    await self.cell(target, max(runs_at), args.warmup, False)
+        await self.warm_up(targets)
         for rnd in range(args.rounds):
+            if rnd > 0 and args.fresh_servers:
+                await self.restart(targets)
             order = round_order(blocks, rnd)
             log(f"{self.title}round {rnd + 1}/{args.rounds}: order {' '.join(t.key for b in order for t in b)}")
             turn = rnd
@@ -406,6 +401,34 @@ class Phase:
                         self.bench.results.add(target.key, conc, cell, id(self))
                         self.log_cell(target, conc, cell)
                     turn += 1
+
+    async def warm_up(self, targets: list[Target]) -> None:
+        args = self.bench.args
+        if args.warmup <= 0:
+            return
+        top = max(self.concurrencies)
+        log(f"{self.title}warm-up: {args.warmup:g} s per target at c={top}")
+        for target in targets:
+            runs_at = [c for c in self.concurrencies if self.measures(target, c)]
+            if runs_at:
+                await wait_idle(self.everyone)
+                await self.cell(target, max(runs_at), args.warmup, False)
+
+    async def restart(self, targets: list[Target]) -> None:
+        """Stop every server of the phase but the support ones, start each afresh (same port, same command), and
+        warm them up again (``--fresh-servers``): two processes of the same code differ in speed by several per
+        cent for their whole life (hash seed, memory layout), so a run that kept one process per target would carry
+        one draw of that for every round."""
+        names = [name for name in self.servers if name not in self.support]
+        log(f"{self.title}fresh servers: restarting {' '.join(names)}")
+        for name in reversed(names):
+            self.servers[name].stop()
+            self.retire(name)
+        for name in names:
+            self.servers[name].start()
+        for name in names:
+            await self.servers[name].wait_ready(self.ready_timeout_s)
+        await self.warm_up(targets)
 
     def other_cpu(self, cell: CellResult) -> list[float]:
         """CPU busy during the window beyond the server(s), the client and ``extra["aux_cpu"]`` (other processes,
@@ -425,21 +448,30 @@ class Phase:
         )
 
     def stop(self) -> None:
-        report = self.bench.report
         for server in reversed(self.servers.values()):  # started first, stopped last: Redis outlives its users
             server.stop()
-        for name, server in self.servers.items():
-            records = server.remove_audit()
-            if records is not None:
-                report["audit_records"][name] = records
-            if server.log_problems():
-                report["server_logs"][name] = {
+        for name in self.servers:
+            self.retire(name)
+
+    def retire(self, name: str) -> None:
+        """After a server stopped: add up its audit records, keep its log if it holds a problem (the first such
+        log of a restarted server is the one reported), else delete it."""
+        report = self.bench.report
+        server = self.servers[name]
+        records = server.remove_audit()
+        if records is not None:
+            report["audit_records"][name] = report["audit_records"].get(name, 0) + records
+        if server.log_problems():
+            report["server_logs"].setdefault(
+                name,
+                {
                     "path": str(server.log_path),
                     "traceback": "Traceback" in server.log_tail(10_000_000),
                     "tail": server.log_tail(3000),
-                }
-                log(f"{name} logged a warning, an error or a traceback: {server.log_path}")
-            server.discard_log()
+                },
+            )
+            log(f"{name} logged a warning, an error or a traceback: {server.log_path}")
+        server.discard_log()
 
 
 # --- the benchmark ------------------------------------------------------------------------------------------------
@@ -469,6 +501,8 @@ class Bench:
     """Extra columns of the ratio table: (header, `metric` name), shown as the median per-round ratio."""
     order_note: ClassVar[str] = ""
     """Said after "target order rotated ..." in the header (how blocks run)."""
+    fresh_servers: ClassVar[bool] = False
+    """Default of ``--fresh-servers``: start every server afresh before each round after the first."""
 
     def __init__(self, argv: Sequence[str] | None = None) -> None:
         self.argv = list(sys.argv[1:] if argv is None else argv)
@@ -511,6 +545,14 @@ class Bench:
             parser.add_argument(
                 "--only", action="append", default=[], help=f"parts (repeatable or comma-separated): {', '.join(names)}"
             )
+        parser.add_argument(
+            "--fresh-servers",
+            action=argparse.BooleanOptionalAction,
+            default=self.fresh_servers,
+            help="start every server afresh (and warm it up) before each round after the first, so each round has "
+            "its own processes: two processes of the same code differ in speed by several per cent for their whole "
+            f"life (default: {'on' if self.fresh_servers else 'off'})",
+        )
         parser.add_argument("--json", type=Path, help="also write every raw figure to this JSON file")
         parser.add_argument("--markdown", type=Path, help="also write the report to this file")
         self.add_options(parser)
@@ -700,8 +742,9 @@ class Bench:
             f"* Command: `{r['command']}`",
             f"* Rounds: {a.rounds} × {a.duration:g} s per cell at concurrency {', '.join(map(str, a.concurrencies))}, "
             f"after a {a.warmup:g} s warm-up per target at the top concurrency; target order rotated and reversed "
-            f"from round to round (each pair runs in both orders over two rounds){self.order_note}; idle wait before "
-            f"every cell; {r['pinning']}; fd limit {r['fd_limit']}",
+            f"from round to round (each pair runs in both orders over two rounds){self.order_note}; "
+            f"{'every server started afresh and warmed up again before each round; ' if a.fresh_servers else ''}"
+            f"idle wait before every cell; {r['pinning']}; fd limit {r['fd_limit']}",
         ]
         for name, info in r["servers"].items():
             note = f"; {info['note']}" if info.get("note") else ""

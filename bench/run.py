@@ -120,6 +120,8 @@ class Run(Bench):
     ratio_header = "DP÷baseline"
     reference = "ceiling"
     columns = (Column("redis CPU (workers)", extra_median("aux_cpu", "{:.0%}")),)
+    fresh_servers = True
+    """Each round on processes of its own: the same code in two processes measured up to 12% apart in one run."""
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--memory-n", help="idle-session counts (default 1000,5000; quick: 300)")
