@@ -2,8 +2,9 @@
 CPU per call of each, for measuring one change on a machine whose speed drifts.
 
 ``--before`` is another checkout's ``src`` directory (``git worktree add /tmp/before <rev>``), put first on the
-``PYTHONPATH`` of the "before" server; the "after" server is this checkout. Each round runs every server once, in
-an order reversed every other round; every response is checked, and a bad one stops the run.
+``PYTHONPATH`` of the "before" server; the "after" server is this checkout. Each round starts every server afresh
+(a process's own speed differs from another's of the same code), warms it up and runs it once, in an order reversed
+every other round; every response is checked, and a bad one stops the run.
 
     .venv/bin/python -m bench.ab --before /tmp/before/src --kind modern --rounds 4 --duration 4 --concurrency 32
 
@@ -42,16 +43,21 @@ async def compare(before: str, kind: str, rounds: int, duration_s: float, concur
         "sdk": Server(BASELINES[kind], name="sdk"),
     }
     clients = {"before": kind, "after": kind, "sdk": BASELINE_CLIENTS[kind]}
-    for server in servers.values():
-        server.start()
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    cpu_us: dict[str, list[float]] = {name: [] for name in servers}
     try:
-        for server in servers.values():
-            await server.wait_ready()
-        rates: dict[str, list[float]] = {name: [] for name in servers}
-        cpu_us: dict[str, list[float]] = {name: [] for name in servers}
-        for name, server in servers.items():  # warm-up
-            await run_cell(clients[name], Endpoint("127.0.0.1", server.port, server.token), concurrency, 1.0)
         for round_number in range(rounds):
+            # fresh processes every round: a process's own speed (hash seed, memory layout) differs from the
+            # next one's of the same code by up to 12%, for its whole life
+            for server in servers.values():
+                server.stop()
+                server.remove_audit()
+                server.discard_log()
+                server.start()
+            for server in servers.values():
+                await server.wait_ready()
+            for name, server in servers.items():  # warm-up
+                await run_cell(clients[name], Endpoint("127.0.0.1", server.port, server.token), concurrency, 1.0)
             order = list(servers) if round_number % 2 == 0 else list(reversed(servers))
             for name in order:
                 server = servers[name]
@@ -74,6 +80,8 @@ async def compare(before: str, kind: str, rounds: int, duration_s: float, concur
     finally:
         for server in reversed(servers.values()):
             server.stop()
+            server.remove_audit()
+            server.discard_log()
 
 
 def main() -> None:
