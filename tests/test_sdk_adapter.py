@@ -9,6 +9,7 @@ from typing import Any, TypedDict, cast
 
 import anyio
 import mcp_types
+import pydantic
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -331,6 +332,27 @@ def test_the_sdk_still_types_tool_call_arguments_as_any_json_object_in_every_era
     assert not _sdk.arguments_are_opaque("prompts/get", _sdk.LATEST_MODERN_VERSION)  # dict[str, str]: not opaque
 
 
+def test_the_tools_call_handler_params_model_types_arguments_as_any_json_object_too() -> None:
+    # validate_tool_call_remembered also skips the handler's params model on a remembered request: this makes it true
+    params_type = _tool_call_params_type()
+    assert _sdk.params_arguments_are_opaque(params_type)
+
+    class Checked(params_type):  # type: ignore[misc,valid-type]
+        @pydantic.field_validator("arguments")
+        @classmethod
+        def _non_empty(cls, value: Any) -> Any:
+            return value
+
+    assert not _sdk.params_arguments_are_opaque(Checked)  # a validator: its answer may depend on the arguments
+
+
+def _tool_call_params_type() -> Any:
+    server = _sdk.lowlevel_server(MCPServer("t"))
+    entry = server.get_request_handler("tools/call")
+    assert entry is not None
+    return entry.params_type
+
+
 _ABSENT = object()
 _json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5)
 _json = st.recursive(
@@ -404,3 +426,34 @@ def test_remembered_request_validation_accepts_and_refuses_exactly_what_the_sdk_
             assert got == expected, (protocol_version, params)
             outcomes.add(got)
     event(f"outcomes: {sorted(map(str, outcomes))}")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([*_sdk.MODERN_PROTOCOL_VERSIONS, _sdk.LATEST_HANDSHAKE_VERSION]),
+    st.lists(_rests, min_size=1, max_size=3),
+    st.lists(_arguments, min_size=1, max_size=4),
+)
+def test_a_remembered_tool_call_is_accepted_refused_and_read_exactly_as_the_sdk_s_two_checks_leave_it(
+    protocol_version: str, rests: list[dict[str, Any]], arguments: list[Any]
+) -> None:
+    # the surface check, then the handler's params model: what passes both, and the name and arguments read from it
+    params_type = _tool_call_params_type()
+    outcomes: set[str] = set()
+    for rest in rests:
+        for value in [*arguments, *arguments]:
+            params = dict(rest) if value is _ABSENT else {**rest, "arguments": value}
+            try:
+                _sdk.validate_client_request("tools/call", protocol_version, params)
+                typed = params_type.model_validate(params, by_name=False)
+                expected: Any = ("ok", typed.name, typed.arguments)
+            except Exception as exc:
+                expected = type(exc).__name__
+            try:
+                call = _sdk.validate_tool_call_remembered(params_type, protocol_version, params)
+                got: Any = ("ok", call.name, call.arguments)
+            except Exception as exc:
+                got = type(exc).__name__
+            assert got == expected, (protocol_version, params)
+            outcomes.add(got if isinstance(got, str) else "ok")
+    event(f"outcomes: {sorted(outcomes)}")

@@ -12,6 +12,7 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
@@ -363,6 +364,87 @@ def _opaque_in(request_model: type[BaseModel]) -> bool:
     )
 
 
+def _remembered_key(
+    method: str, protocol_version: str, params: Mapping[str, Any] | None
+) -> tuple[str, str, bytes] | None:
+    """What a request is remembered by when its arguments are opaque to the surface (`arguments_are_opaque`): the
+    method, the version and the JSON of every param but ``arguments``; None when it cannot be remembered (arguments
+    not opaque, not a JSON object, or a param that is not JSON)."""
+    if params is None or not arguments_are_opaque(method, protocol_version):
+        return None
+    arguments = params.get("arguments")
+    if arguments is not None and not (isinstance(arguments, dict) and all(isinstance(name, str) for name in arguments)):
+        return None
+    rest = {name: value for name, value in params.items() if name != "arguments"}
+    try:
+        return (method, protocol_version, pydantic_core.to_json(rest, inf_nan_mode="constants"))
+    except pydantic_core.PydanticSerializationError:  # not from JSON: validated every time
+        return None
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _VALIDATED_MAX:
+        memo.clear()
+    memo[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A validated ``tools/call``'s params as the fast path reads them: the tool's name and its arguments."""
+
+    name: str
+    arguments: dict[str, Any] | None
+
+
+_TOOL_CALLS: dict[tuple[type[BaseModel], str, str, bytes], None] = {}
+
+
+def params_arguments_are_opaque(params_type: type[BaseModel]) -> bool:
+    """Whether a handler's params model accepts any JSON object or null as ``arguments`` (typed ``dict[str, Any] |
+    None``, no validator on the model), as `arguments_are_opaque` asks of the surface."""
+    known = _opaque_params.get(params_type)
+    if known is None:
+        arguments = params_type.model_fields.get("arguments")
+        decorators = params_type.__pydantic_decorators__
+        known = _opaque_params[params_type] = (
+            arguments is not None
+            and arguments.annotation == (dict[str, Any] | None)
+            and not (decorators.field_validators or decorators.model_validators or decorators.validators)
+        )
+    return known
+
+
+_opaque_params: dict[type[BaseModel], bool] = {}
+
+
+def validate_tool_call_remembered(
+    params_type: type[BaseModel], protocol_version: str, params: Mapping[str, Any] | None
+) -> ToolCall:
+    """The SDK kernel's two checks of a ``tools/call``'s params, ``validate_client_request`` (the surface) and the
+    handler's params model (``params_type.model_validate``), remembered as `validate_client_request_remembered`
+    remembers the first: a request whose every param but ``arguments`` was accepted by both before, with arguments
+    that are a JSON object or absent, is accepted without validating again, when both type ``arguments`` as any
+    JSON object (`arguments_are_opaque`, `params_arguments_are_opaque`). ``tests/test_sdk_adapter.py`` holds it to
+    the SDK's answer on generated requests.
+
+    Returns:
+        the tool's name and arguments (as the params model leaves them: a JSON object's keys and values as sent).
+
+    Raises:
+        ValueError, KeyError, pydantic.ValidationError: as ``validate_client_request`` or the params model.
+    """
+    key = _remembered_key("tools/call", protocol_version, params)
+    remembered = (params_type, *key) if key is not None and params_arguments_are_opaque(params_type) else None
+    if remembered is not None and remembered in _TOOL_CALLS:
+        assert params is not None  # a key is made of params
+        return ToolCall(params["name"], params.get("arguments"))
+    validate_client_request("tools/call", protocol_version, params)
+    typed = params_type.model_validate({} if params is None else params, by_name=False)
+    if remembered is not None:
+        _remember(_TOOL_CALLS, remembered, None)
+    return ToolCall(typed.name, typed.arguments)  # type: ignore[attr-defined]
+
+
 def validate_client_request_remembered(method: str, protocol_version: str, params: Mapping[str, Any] | None) -> None:
     """``validate_client_request(method, protocol_version, params)`` (the SDK kernel's surface check of a request),
     remembering the requests it accepted by everything but their ``arguments`` where those are opaque to it
@@ -374,22 +456,12 @@ def validate_client_request_remembered(method: str, protocol_version: str, param
     Raises:
         ValueError, KeyError, pydantic.ValidationError: as ``validate_client_request``.
     """
-    key: tuple[str, str, bytes] | None = None
-    if params is not None and arguments_are_opaque(method, protocol_version):
-        arguments = params.get("arguments")
-        if arguments is None or (isinstance(arguments, dict) and all(isinstance(name, str) for name in arguments)):
-            rest = {name: value for name, value in params.items() if name != "arguments"}
-            try:
-                key = (method, protocol_version, pydantic_core.to_json(rest, inf_nan_mode="constants"))
-            except pydantic_core.PydanticSerializationError:  # not from JSON: validated every time
-                key = None
-            if key in _VALIDATED:
-                return
+    key = _remembered_key(method, protocol_version, params)
+    if key is not None and key in _VALIDATED:
+        return
     validate_client_request(method, protocol_version, params)
     if key is not None:
-        if len(_VALIDATED) >= _VALIDATED_MAX:
-            _VALIDATED.clear()
-        _VALIDATED[key] = None
+        _remember(_VALIDATED, key, None)
 
 
 _ADAPTERS: dict[int, tuple[FuncMetadata, Any, TypeAdapter[Any]]] = {}

@@ -53,7 +53,6 @@ from typing import Any, Final, Literal, Protocol, Required, TextIO, TypedDict, U
 
 import anyio
 import pydantic
-import pydantic_core
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 

@@ -53,6 +53,7 @@ class Plan:
     method: str
     params: Mapping[str, Any] | None
     typed_params: Any
+    """The handler's params model (for ``tools/call``: `_sdk.ToolCall`, all the fast path reads of it)."""
     handler: Callable[[Any, Any], Awaitable[HandlerResult]]
     protocol_version: str
 
@@ -79,8 +80,8 @@ class Layers:
         if self.authorization is not None:
             inner = partial(self.authorization.around, method, params, inner)
         if self.observation is not None:
-            return cast(dict[str, Any], await self.observation.around(method, params, inner))
-        return cast(dict[str, Any], await inner())
+            return cast("dict[str, Any]", await self.observation.around(method, params, inner))
+        return cast("dict[str, Any]", await inner())
 
     async def sealed(self, result: dict[str, Any], server: _sdk.Server[Any], request: RequestView) -> dict[str, Any]:
         """``result`` as the chain's ``requestState`` boundary leaves it: an input-required result's
@@ -90,7 +91,7 @@ class Layers:
         context = _sdk.request_context(
             server, request.connection, request.lifespan_state, request.dctx, request.method, request.params
         )
-        return cast(dict[str, Any], await self.boundary(context, partial(_returning, result)))
+        return cast("dict[str, Any]", await self.boundary(context, partial(_returning, result)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +163,11 @@ class Lane:
 
     def _validated(self, entry: Any, method: str, params: Mapping[str, Any] | None, protocol_version: str) -> Any:
         """``params`` validated as the SDK kernel validates them (``validate_client_request``, then the handler's
-        params model), or None when they fail (the full path answers with the SDK's own error)."""
+        params model), or None when they fail (the full path answers with the SDK's own error). For ``tools/call``,
+        the `_sdk.ToolCall` (name, arguments) those checks accept, remembered by everything but the arguments."""
         try:
+            if method == "tools/call":
+                return _sdk.validate_tool_call_remembered(entry.params_type, protocol_version, params)
             _sdk.validate_client_request_remembered(method, protocol_version, params)
             return entry.params_type.model_validate({} if params is None else params, by_name=False)
         except Exception:
