@@ -67,26 +67,32 @@ class Layers:
     boundary: _sdk.RequestStateBoundary | None
     traced: bool
 
-    async def around(
+    def around(
         self, method: str, params: Mapping[str, Any] | None, call: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        """Run ``call()`` inside the chain's observation and authorization, in the chain's order (what those
-        middlewares do for one request, without an SDK request context).
+    ) -> Awaitable[dict[str, Any]]:
+        """``call()`` inside the chain's observation and authorization, in the chain's order (what those
+        middlewares do for one request, without an SDK request context): the awaitable to await, with no
+        coroutine of this method's own around it.
 
-        Raises:
+        Raises (when awaited):
             MCPError: a refusal (scope, rate limit), or whatever ``call()`` raises.
         """
         inner: Callable[[], Awaitable[HandlerResult]] = call
         if self.authorization is not None:
             inner = partial(self.authorization.around, method, params, inner)
         if self.observation is not None:
-            return cast("dict[str, Any]", await self.observation.around(method, params, inner))
-        return cast("dict[str, Any]", await inner())
+            return self.observation.around(method, params, inner)
+        return inner()
+
+    def seals(self, result: dict[str, Any]) -> bool:
+        """Whether the chain's ``requestState`` boundary changes ``result`` (`sealed`): an input-required result
+        with a ``requestState``, when the chain has a boundary."""
+        return self.boundary is not None and _sdk.is_input_required(result) and result.get("requestState") is not None
 
     async def sealed(self, result: dict[str, Any], server: _sdk.Server[Any], request: RequestView) -> dict[str, Any]:
         """``result`` as the chain's ``requestState`` boundary leaves it: an input-required result's
         ``requestState`` sealed (with a full SDK request context built for it), anything else as it is."""
-        if self.boundary is None or not _sdk.is_input_required(result) or result.get("requestState") is None:
+        if not self.seals(result):
             return result
         context = _sdk.request_context(
             server, request.connection, request.lifespan_state, request.dctx, request.method, request.params
@@ -250,11 +256,14 @@ class FastPath(Lane):
         assert layers is not None
         self.served += 1
         request = RequestView(plan.method, plan.params, dctx, connection, lifespan_state)
-        return await layers.around(plan.method, plan.params, partial(self._handle, plan, layers, request))
+        return cast(
+            "dict[str, Any]",
+            await layers.around(plan.method, plan.params, partial(self._handle, plan, layers, request)),
+        )
 
     async def _handle(self, plan: Plan, layers: Layers, request: RequestView) -> dict[str, Any]:
         result = await in_turn(partial(self._inner, plan))
-        return await layers.sealed(result, self._server, request)
+        return await layers.sealed(result, self._server, request) if layers.seals(result) else result
 
     async def _inner(self, plan: Plan) -> dict[str, Any]:
         if plan.method == "tools/call":  # straight to the tool's own Tool.run: no Context to build

@@ -79,20 +79,15 @@ class ObservationMiddleware:
                 messages.labels(transport, "out"),
             )
         counters[0].inc()
-        try:
-            result = await self._observe(method, params, call)
-        except Exception:
-            counters[1].inc()  # the error response
-            raise
-        counters[1].inc()
-        return result
-
-    async def _observe(
-        self, method: str, params: Mapping[str, Any] | None, call: Callable[[], Awaitable[HandlerResult]]
-    ) -> HandlerResult:
         observed = _OBSERVED.get(method)
         if observed is None:
-            return await call()
+            try:
+                result = await call()
+            except Exception:
+                counters[1].inc()  # the error response
+                raise
+            counters[1].inc()
+            return result
         kind, field = observed
         params = params or {}
         name = params.get(field)
@@ -102,13 +97,16 @@ class ObservationMiddleware:
         try:
             result = await call()
             outcome = _outcome_of(result)
-            return result
         except MCPError as exc:
+            counters[1].inc()
             data = exc.error.data
             if exc.error.code == ACCESS_ERROR:
                 outcome = "refused"
             elif isinstance(data, dict) and "retryAfterSeconds" in data:
                 outcome = "rate_limited"
+            raise
+        except Exception:
+            counters[1].inc()
             raise
         finally:
             duration_s = time.perf_counter() - started
@@ -132,6 +130,8 @@ class ObservationMiddleware:
                         await auditor.record(kind, **fields)
                 else:  # its sinks await nothing: no coroutine, nothing to shield
                     auditor.record_now(kind, **fields)
+        counters[1].inc()
+        return result
 
 
 def _audit_fields(

@@ -168,7 +168,7 @@ class RateLimiter:
         self._per_tool = tuple((glob, tuple(items)) for glob, items in per_tool if items)
         self._default_tool = tuple(default_tool)
         self._tool_limits: dict[str, tuple[limits.RateLimitItem, ...]] = {}
-        self._keys: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._keys: dict[tuple[int, tuple[str, ...]], tuple[str, int, int]] = {}
         self._local: limits.strategies.MovingWindowRateLimiter | None = None
         self._shared: MovingWindowRateLimiter | None = None
         self._memory: WindowStorage | None = None
@@ -238,13 +238,18 @@ class RateLimiter:
         memory = self._memory
         if memory is not None:
             for item in items:
-                # what MovingWindowRateLimiter.hit does, with the key built once per (limit, identifiers)
-                key = self._keys.get((id(item), identifiers))
-                if key is None:
+                # what MovingWindowRateLimiter.hit does, with the key, amount and window read once per (limit,
+                # identifiers), and the storage's own hit (`WindowStorage.acquire`, not wrapped by limits)
+                entry = self._keys.get((id(item), identifiers))
+                if entry is None:
                     if len(self._keys) >= _CACHE_MAX:
                         self._keys.clear()
-                    key = self._keys[(id(item), identifiers)] = item.key_for(*identifiers)
-                if not memory.acquire_entry(key, item.amount, item.get_expiry()):
+                    entry = self._keys[(id(item), identifiers)] = (
+                        item.key_for(*identifiers),
+                        item.amount,
+                        item.get_expiry(),
+                    )
+                if not memory.acquire(*entry):
                     assert self._local is not None
                     self._refuse(item, self._local.get_window_stats(item, *identifiers).reset_time, principal, tool)
             return

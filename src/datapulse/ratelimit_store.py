@@ -62,7 +62,13 @@ class WindowStorage(Storage, MovingWindowSupport):
     # --- moving window ---------------------------------------------------------------------------------------
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         """Record ``amount`` hits on ``key`` now if fewer than ``limit - amount + 1`` hits lie inside the last
-        ``expiry`` seconds; return whether they were recorded."""
+        ``expiry`` seconds; return whether they were recorded (`acquire`, as ``limits`` calls it: through its
+        exception-wrapping layer)."""
+        return self.acquire(key, limit, expiry, amount)
+
+    def acquire(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        """`acquire_entry` without ``limits``' exception-wrapping layer around it (a Python frame and a ``try``
+        per hit; this storage raises nothing to wrap): what `datapulse.ratelimit.RateLimiter` calls."""
         if amount > limit:
             return False
         now = self._clock()

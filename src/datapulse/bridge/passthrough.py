@@ -159,7 +159,7 @@ class Passthrough(Lane):
 
     async def _handle(self, plan: Forward, layers: Layers, request: RequestView) -> dict[str, Any]:
         result = await in_turn(partial(self._counted, plan, request.dctx))
-        return await layers.sealed(result, self._server, request)
+        return await layers.sealed(result, self._server, request) if layers.seals(result) else result
 
     async def _counted(self, plan: Forward, dctx: Any) -> dict[str, Any]:
         started = time.perf_counter()

@@ -163,13 +163,18 @@ class OrderingMiddleware:
         return await in_turn(partial(call_next, ctx))
 
 
-async def in_turn(handler: Callable[[], Awaitable[T]]) -> T:
+def in_turn(handler: Callable[[], Awaitable[T]]) -> Awaitable[T]:
     """Run ``handler()`` in its session's acceptance order and take its finish ticket when it returns or raises
     (`OrderingMiddleware`'s work; also called by `datapulse.fastpath`, which runs no SDK middleware chain).
-    Outside `deliver_in_order` it just runs ``handler()``."""
+    Outside `deliver_in_order` it is just ``handler()``: its awaitable is returned as it is, with no coroutine of
+    this function's own around it (stateless requests, the most frequent, pass through here)."""
     accepted = _CURRENT.get()
     if accepted is None:
-        return await handler()
+        return handler()
+    return _in_turn(accepted, handler)
+
+
+async def _in_turn(accepted: Accepted, handler: Callable[[], Awaitable[T]]) -> T:
     await accepted.begin()
     try:
         return await handler()
