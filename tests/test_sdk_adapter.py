@@ -398,62 +398,66 @@ _rests = st.one_of(
 _arguments = st.none() | st.just(_ABSENT) | st.dictionaries(st.text(max_size=4), _json, max_size=3) | _json
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
+_generated_tool_calls = given(
     st.sampled_from([*_sdk.MODERN_PROTOCOL_VERSIONS, _sdk.LATEST_HANDSHAKE_VERSION]),
     st.lists(_rests, min_size=1, max_size=3),
     st.lists(_arguments, min_size=1, max_size=4),
 )
-def test_remembered_request_validation_accepts_and_refuses_exactly_what_the_sdk_does(
-    protocol_version: str, rests: list[dict[str, Any]], arguments: list[Any]
+_many = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _answer(check: Any, params: dict[str, Any]) -> Any:
+    """What ``check(params)`` returns, or the name of what it raises."""
+    try:
+        return check(params)
+    except Exception as exc:
+        return type(exc).__name__
+
+
+def _agree_on_every_combination(
+    rests: list[dict[str, Any]], arguments: list[Any], sdk: Any, remembered: Any, context: str
 ) -> None:
     # every name/_meta with every arguments value, each twice: an acceptance remembered for one arguments value must
     # never accept what the SDK refuses for another, nor may it refuse what the SDK accepts
-    outcomes: set[str | None] = set()
+    outcomes: set[str] = set()
     for rest in rests:
         for value in [*arguments, *arguments]:
             params = dict(rest) if value is _ABSENT else {**rest, "arguments": value}
-            try:
-                _sdk.validate_client_request("tools/call", protocol_version, params)
-                expected: str | None = None
-            except Exception as exc:
-                expected = type(exc).__name__
-            try:
-                _sdk.validate_client_request_remembered("tools/call", protocol_version, params)
-                got: str | None = None
-            except Exception as exc:
-                got = type(exc).__name__
-            assert got == expected, (protocol_version, params)
-            outcomes.add(got)
-    event(f"outcomes: {sorted(map(str, outcomes))}")
+            got = _answer(remembered, params)
+            assert got == _answer(sdk, params), (context, params)
+            outcomes.add(got if isinstance(got, str) else "accepted")
+    event(f"outcomes: {sorted(outcomes)}")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.sampled_from([*_sdk.MODERN_PROTOCOL_VERSIONS, _sdk.LATEST_HANDSHAKE_VERSION]),
-    st.lists(_rests, min_size=1, max_size=3),
-    st.lists(_arguments, min_size=1, max_size=4),
-)
+@_many
+@_generated_tool_calls
+def test_remembered_request_validation_accepts_and_refuses_exactly_what_the_sdk_does(
+    protocol_version: str, rests: list[dict[str, Any]], arguments: list[Any]
+) -> None:
+    _agree_on_every_combination(
+        rests,
+        arguments,
+        lambda params: _sdk.validate_client_request("tools/call", protocol_version, params),
+        lambda params: _sdk.validate_client_request_remembered("tools/call", protocol_version, params),
+        protocol_version,
+    )
+
+
+@_many
+@_generated_tool_calls
 def test_a_remembered_tool_call_is_accepted_refused_and_read_exactly_as_the_sdk_s_two_checks_leave_it(
     protocol_version: str, rests: list[dict[str, Any]], arguments: list[Any]
 ) -> None:
     # the surface check, then the handler's params model: what passes both, and the name and arguments read from it
     params_type = _tool_call_params_type()
-    outcomes: set[str] = set()
-    for rest in rests:
-        for value in [*arguments, *arguments]:
-            params = dict(rest) if value is _ABSENT else {**rest, "arguments": value}
-            try:
-                _sdk.validate_client_request("tools/call", protocol_version, params)
-                typed = params_type.model_validate(params, by_name=False)
-                expected: Any = ("ok", typed.name, typed.arguments)
-            except Exception as exc:
-                expected = type(exc).__name__
-            try:
-                call = _sdk.validate_tool_call_remembered(params_type, protocol_version, params)
-                got: Any = ("ok", call.name, call.arguments)
-            except Exception as exc:
-                got = type(exc).__name__
-            assert got == expected, (protocol_version, params)
-            outcomes.add(got if isinstance(got, str) else "ok")
-    event(f"outcomes: {sorted(outcomes)}")
+
+    def sdk(params: dict[str, Any]) -> tuple[str, Any]:
+        _sdk.validate_client_request("tools/call", protocol_version, params)
+        typed = params_type.model_validate(params, by_name=False)
+        return typed.name, typed.arguments
+
+    def remembered(params: dict[str, Any]) -> tuple[str, Any]:
+        call = _sdk.validate_tool_call_remembered(params_type, protocol_version, params)
+        return call.name, call.arguments
+
+    _agree_on_every_combination(rests, arguments, sdk, remembered, protocol_version)

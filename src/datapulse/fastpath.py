@@ -81,7 +81,7 @@ class Layers:
         if self.authorization is not None:
             inner = partial(self.authorization.around, method, params, inner)
         if self.observation is not None:
-            return self.observation.around(method, params, inner)
+            return cast("Awaitable[dict[str, Any]]", self.observation.around(method, params, inner))
         return inner()
 
     def seals(self, result: dict[str, Any]) -> bool:
@@ -92,12 +92,13 @@ class Layers:
     async def sealed(self, result: dict[str, Any], server: _sdk.Server[Any], request: RequestView) -> dict[str, Any]:
         """``result`` as the chain's ``requestState`` boundary leaves it: an input-required result's
         ``requestState`` sealed (with a full SDK request context built for it), anything else as it is."""
-        if not self.seals(result):
+        boundary = self.boundary
+        if boundary is None or not self.seals(result):
             return result
         context = _sdk.request_context(
             server, request.connection, request.lifespan_state, request.dctx, request.method, request.params
         )
-        return cast("dict[str, Any]", await self.boundary(context, partial(_returning, result)))
+        return cast("dict[str, Any]", await boundary(context, partial(_returning, result)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,10 +257,7 @@ class FastPath(Lane):
         assert layers is not None
         self.served += 1
         request = RequestView(plan.method, plan.params, dctx, connection, lifespan_state)
-        return cast(
-            "dict[str, Any]",
-            await layers.around(plan.method, plan.params, partial(self._handle, plan, layers, request)),
-        )
+        return await layers.around(plan.method, plan.params, partial(self._handle, plan, layers, request))
 
     async def _handle(self, plan: Plan, layers: Layers, request: RequestView) -> dict[str, Any]:
         result = await in_turn(partial(self._inner, plan))
