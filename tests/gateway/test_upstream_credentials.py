@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import anyio
+import anyio.lowlevel
 import httpx2
 import pytest
 from pydantic import ValidationError
@@ -436,7 +437,8 @@ async def test_concurrent_first_requests_cause_one_token_request(
 ) -> None:
     token_endpoint.gate = anyio.Event()
     statuses: list[int] = []
-    async with upstream_client(upstream, oauth_auth(token_endpoint)) as client:
+    auth = oauth_auth(token_endpoint)
+    async with upstream_client(upstream, auth) as client:
 
         async def call() -> None:
             statuses.append((await get(client)).status_code)
@@ -446,7 +448,8 @@ async def test_concurrent_first_requests_cause_one_token_request(
                 for _ in range(10):
                     tasks.start_soon(call)
                 await token_endpoint.received.wait()
-                await anyio.wait_all_tasks_blocked()  # the other nine are queued behind the token request
+                while auth.waiting < 9:  # the other nine queue behind the token request
+                    await anyio.lowlevel.checkpoint()
                 token_endpoint.gate.set()
 
     assert statuses == [200] * 10

@@ -445,6 +445,11 @@ class ClientCredentialsAuth(httpx2.Auth):
         self._attempts = 0
         self._failure: UpstreamAuthError | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for the access token another one is fetching now (0 when none is being fetched)."""
+        return self._lock.statistics().tasks_waiting
+
     def __repr__(self) -> str:
         config = self._config
         return f"ClientCredentialsAuth(token_url={redact_url(config.token_url)!r}, client_id={config.client_id!r})"
