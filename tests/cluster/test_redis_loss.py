@@ -306,10 +306,8 @@ async def test_after_an_empty_redis_restart_other_instances_404_a_2025_session_u
                 assert await next_result(stream) == "r2"
                 assert await store.exists(KEYS.session(legacy), KEYS.session(api), KEYS.node_alive(owner_node)) == 0
 
-                # The owner's next beat finds its heartbeat gone and writes its sessions back.
-                await eventually(lambda: _exists(store, KEYS.session(legacy)), HEARTBEAT_TTL_S)
-                for session_id in (legacy, api):
-                    assert await store.hget(KEYS.session(session_id), "owner") == owner_node.encode()
+                # The owner's next beat finds its heartbeat gone and writes its sessions back, one after the other.
+                await eventually(lambda: _owned_by(store, owner_node, legacy, api), HEARTBEAT_TTL_S)
             finally:
                 await store.aclose()
             await both_listen(redis_server, [owner_node, (await elsewhere.get("/health")).json()["node_id"]])
@@ -324,6 +322,12 @@ async def test_after_an_empty_redis_restart_other_instances_404_a_2025_session_u
 
 async def _exists(store: TimedRedis, key: str) -> bool:
     return bool(await store.exists(key))
+
+
+async def _owned_by(store: TimedRedis, node_id: str, *session_ids: str) -> bool:
+    """Whether every one of ``session_ids`` is recorded in the registry as owned by ``node_id``."""
+    owners = [await store.hget(KEYS.session(session_id), "owner") for session_id in session_ids]
+    return owners == [node_id.encode()] * len(session_ids)
 
 
 async def test_after_an_empty_redis_restart_an_api_session_opened_elsewhere_meanwhile_wins_and_the_owner_lets_go(
