@@ -354,14 +354,7 @@ def _opaque_in(request_model: type[BaseModel]) -> bool:
     params_model = field.annotation if field is not None else None
     if not (isinstance(params_model, type) and issubclass(params_model, BaseModel)):
         return False
-    arguments = params_model.model_fields.get("arguments")
-    decorators = params_model.__pydantic_decorators__
-    return (
-        arguments is not None
-        and arguments.annotation == (dict[str, Any] | None)
-        and not (decorators.field_validators or decorators.model_validators or decorators.validators)
-        and not request_model.__pydantic_decorators__.model_validators
-    )
+    return params_arguments_are_opaque(params_model) and not request_model.__pydantic_decorators__.model_validators
 
 
 def _remembered_key(
